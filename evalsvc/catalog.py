@@ -1,0 +1,180 @@
+"""The checkpoint catalog: which checkpoints exist, what they are, and which runs they belong to.
+
+A checkpoint is identified by the sha256 of its content, never by its file name: re-adding the
+same bytes under a new name adds nothing, and a changed file is a new checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoints import CheckpointInfo, inspect_checkpoint
+from .errors import CheckpointError, InputError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A registered checkpoint as the store knows it."""
+
+    sha256: str
+    path: str
+    file_name: str
+    kind: str
+    arch: str
+    lora_format: str | None
+    epoch: int | None
+    step: int | None
+    ema: bool
+    addnet_hash: str | None
+    config_path: str | None
+    metadata: dict
+    status: str
+    error: str | None
+    role: str = "candidate"
+
+    @property
+    def stem(self) -> str:
+        return Path(self.file_name).stem if self.kind != "diffusers" else self.file_name
+
+    @property
+    def model_hash(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def short_hash(self) -> str:
+        return (self.addnet_hash or self.sha256)[:12]
+
+    @property
+    def label(self) -> str:
+        """A short human name: file stem, or 'base'."""
+        return self.stem
+
+
+@dataclass
+class AddReport:
+    added: list[CheckpointInfo] = field(default_factory=list)
+    known: list[CheckpointInfo] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+_COLUMNS = ("sha256, path, file_name, kind, arch, lora_format, epoch, step, ema, addnet_hash, "
+            "config_path, metadata, status, error")
+
+
+def _row(values, role="candidate") -> CheckpointRow:
+    data = dict(zip([c.strip() for c in _COLUMNS.split(",")], values))
+    data["metadata"] = json.loads(data["metadata"]) if data["metadata"] else {}
+    return CheckpointRow(**data, role=role)
+
+
+def iter_checkpoint_paths(path: Path) -> list[Path]:
+    """A file, a diffusers folder, or every checkpoint file under a folder (kohya `-state` folders skipped)."""
+    if path.is_dir() and (path / "model_index.json").exists():
+        return [path]
+    if path.is_dir():
+        found = []
+        for candidate in sorted(path.rglob("*")):
+            parts = candidate.relative_to(path).parts
+            if any(p.startswith(".") or p.endswith("-state") for p in parts):
+                continue
+            if candidate.is_file() and candidate.suffix in CHECKPOINT_SUFFIXES:
+                found.append(candidate)
+            elif candidate.is_dir() and (candidate / "model_index.json").exists():
+                found.append(candidate)
+        return [p for p in found if not any(q != p and q in p.parents for q in found)]
+    return [path]
+
+
+def get_checkpoint(db, sha256: str) -> CheckpointRow | None:
+    row = db.execute(f"SELECT {_COLUMNS} FROM checkpoints WHERE sha256 = ?", [sha256]).fetchone()
+    return _row(row) if row else None
+
+
+def run_base(db, run: str) -> CheckpointRow | None:
+    row = db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [run]).fetchone()
+    if not row or not row[0]:
+        return None
+    base = get_checkpoint(db, row[0])
+    return CheckpointRow(**{**base.__dict__, "role": "base"}) if base else None
+
+
+def run_checkpoints(db, run: str) -> list[CheckpointRow]:
+    """The run's checkpoints: its base first, then the rest by EMA flag, epoch, step and name."""
+    rows = db.execute(
+        f"SELECT {', '.join('c.' + c.strip() for c in _COLUMNS.split(','))}, rc.role FROM run_checkpoints rc "
+        "JOIN checkpoints c ON c.sha256 = rc.sha256 WHERE rc.run = ? "
+        "ORDER BY rc.role = 'base' DESC, c.ema, c.epoch NULLS LAST, c.step NULLS LAST, c.file_name",
+        [run],
+    ).fetchall()
+    return [_row(r[:-1], role=r[-1]) for r in rows]
+
+
+def list_runs(db) -> list[str]:
+    return [r[0] for r in db.execute("SELECT name FROM runs ORDER BY created_at, name").fetchall()]
+
+
+def _insert(db, info: CheckpointInfo, config_path: str | None) -> bool:
+    if db.execute("SELECT 1 FROM checkpoints WHERE sha256 = ?", [info.sha256]).fetchone():
+        return False
+    db.execute(
+        f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
+        [info.sha256, str(Path(info.path).resolve()), Path(info.path).name, info.kind, info.arch, info.lora_format,
+         info.epoch, info.step, info.ema, info.addnet_hash, config_path, json.dumps(info.metadata)],
+    )
+    return True
+
+
+def _link(db, run: str, sha256: str, role: str) -> None:
+    db.execute("INSERT INTO run_checkpoints (run, sha256, role) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+               [run, sha256, role])
+
+
+def _ensure_run(db, run: str, base: CheckpointInfo | None) -> None:
+    row = db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [run]).fetchone()
+    if row is None:
+        db.execute("INSERT INTO runs (name, base_sha256) VALUES (?, ?)", [run, base.sha256 if base else None])
+    elif base is not None and row[0] not in (None, base.sha256):
+        raise InputError(f"run {run!r} already has another base model ({row[0][:12]}); use a new run name")
+    elif base is not None and row[0] is None:
+        db.execute("UPDATE runs SET base_sha256 = ? WHERE name = ?", [base.sha256, run])
+
+
+def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | None = None, ema: bool | None = None,
+                    allow_pickle: bool = False, config: Path | None = None) -> AddReport:
+    """Register checkpoint files and folders under `run`; bad files are refused one by one."""
+    if not run or not run.strip():
+        raise InputError("--run needs a non-empty name")
+    report = AddReport()
+    base_info = None
+    if base is not None:
+        base_info = inspect_checkpoint(base, allow_pickle=allow_pickle)
+        if base_info.kind not in ("full", "diffusers"):
+            raise CheckpointError(base, f"a base model must be a full checkpoint or a diffusers folder, not {base_info.kind}")
+    with store.transaction() as db:
+        _ensure_run(db, run, base_info)
+        if base_info is not None:
+            (report.added if _insert(db, base_info, str(config) if config else None) else report.known).append(base_info)
+            _link(db, run, base_info.sha256, "base")
+    base_row = run_base(store.db, run)
+    for path in paths:
+        for candidate in iter_checkpoint_paths(Path(path)):
+            try:
+                info = inspect_checkpoint(candidate, allow_pickle=allow_pickle, ema=ema)
+                if info.kind == "lora" and base_row is not None and base_row.arch != info.arch:
+                    raise CheckpointError(candidate, f"LoRA is for {info.arch} but the run's base "
+                                                     f"{base_row.file_name} is {base_row.arch}")
+            except CheckpointError as exc:
+                report.refused.append((str(candidate), exc.reason))
+                continue
+            with store.transaction() as db:
+                (report.added if _insert(db, info, None) else report.known).append(info)
+                _link(db, run, info.sha256, "candidate")
+    return report
+
+
+def mark_failed(db, sha256: str, reason: str) -> None:
+    db.execute("UPDATE checkpoints SET status = 'failed', error = ? WHERE sha256 = ?", [reason, sha256])

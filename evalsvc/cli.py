@@ -1,0 +1,200 @@
+"""The `evalsvc` command line. Every command is a function the tests call with an argv list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EvalsvcError, InputError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 512x768, got {text!r}") from None
+    return width, height
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=None,
+                        help="store folder (default: $EVALSVC_STORE or ./evalsvc-store)")
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """Grid axes shared by `sample` (and later `watch`/`regress`)."""
+    parser.add_argument("--seeds", type=_ints, help="comma-separated seeds (default: the suite's, else 1,2)")
+    parser.add_argument("--cfg", type=_floats, help="comma-separated CFG scales (default: the suite's, else 7)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the suite's, else 20)")
+    parser.add_argument("--sampler", help="sampler name: A1111, kohya or OneTrainer spelling (default dpmpp_2m_karras)")
+    parser.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the suite's, else the base model's native size)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1)")
+    parser.add_argument("--clip-skip", type=int, default=1, help="A1111 clip skip: 1 = last layer (default), 2 = penultimate")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="weights and activations dtype (default: bfloat16 on a GPU, float32 on a CPU)")
+
+
+def grid_options(args):
+    from .sampling.grid import GridOptions
+    from .sampling.models import default_device, default_dtype
+
+    precision = args.precision or str(default_dtype(getattr(args, "device", None) or default_device())).split(".")[-1]
+    return GridOptions(seeds=args.seeds, cfgs=args.cfg, steps=args.steps, sampler=args.sampler, size=args.size,
+                       lora_scale=args.lora_scale, clip_skip=args.clip_skip, precision=precision)
+
+
+def cmd_init(args) -> int:
+    from .store import open_store
+
+    with open_store(args.store) as store:
+        print(f"store ready at {store.layout.root} (migrations: {', '.join(store.applied_migrations())})")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from .catalog import add_checkpoints
+    from .store import open_store
+
+    with open_store(args.store) as store:
+        report = add_checkpoints(store, args.paths, args.run, base=args.base, ema=args.ema,
+                                 allow_pickle=args.allow_pickle, config=args.config)
+    for info in report.added:
+        epoch = f" epoch {info.epoch}" if info.epoch is not None else ""
+        print(f"added  {Path(info.path).name}: {info.kind} {info.arch}{epoch}{' EMA' if info.ema else ''} "
+              f"[{info.sha256[:12]}]")
+    for info in report.known:
+        print(f"known  {Path(info.path).name}: same content as a registered checkpoint [{info.sha256[:12]}]")
+    for path, reason in report.refused:
+        print(f"refused {path}: {reason}", file=sys.stderr)
+    print(f"{len(report.added)} added, {len(report.known)} already known, {len(report.refused)} refused (run {args.run!r})")
+    return 1 if report.refused else 0
+
+
+def cmd_suites(args) -> int:
+    from .suites import list_suites
+
+    suites = list_suites()
+    if args.json:
+        print(json.dumps([{"name": s.name, "prompts": len(s.prompts), "hash": s.content_hash, "source": s.source,
+                           "description": s.description} for s in suites], indent=2))
+        return 0
+    for suite in suites:
+        roles = sorted({p.role for p in suite.prompts})
+        print(f"{suite.name:<16} {len(suite.prompts):>3} prompts  {'/'.join(roles):<16} {suite.content_hash[:12]}  "
+              f"{suite.description}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sampling.runner import RunnerConfig, sample_run
+    from .store import open_store
+    from .suites import load_suite
+
+    suite = load_suite(args.suite)
+    options = grid_options(args)
+    config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    with open_store(args.store) as store:
+        report = sample_run(store, args.run, suite, options, config)
+        root = store.layout.root
+    rate = report.sampled / report.seconds if report.seconds else 0.0
+    print(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} now "
+          f"({rate:.2f} img/s), {report.failed} failed; images in {root / 'images'}")
+    for path, reason in report.failures:
+        print(f"failed {path}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_status(args) -> int:
+    from .status import render_status, store_status
+    from .store import open_store
+
+    with open_store(args.store, create=False, read_only=True) as store:
+        status = store_status(store.db)
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.store, progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsvc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create or upgrade a store")
+    _store_arg(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("add", help="register checkpoint files or folders under a run")
+    _store_arg(p)
+    p.add_argument("paths", nargs="*", type=Path, help="checkpoint files, diffusers folders, or folders of checkpoints")
+    p.add_argument("--run", required=True, help="run name that groups the checkpoints")
+    p.add_argument("--base", type=Path, help="base model (diffusers folder or single-file checkpoint)")
+    p.add_argument("--config", type=Path, help="diffusers folder with the configs for a single-file --base")
+    ema = p.add_mutually_exclusive_group()
+    ema.add_argument("--ema", dest="ema", action="store_true", default=None, help="mark these checkpoints as EMA weights")
+    ema.add_argument("--no-ema", dest="ema", action="store_false", help="mark them as raw weights")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load .ckpt/.pt pickles (only tensors, with torch.load(weights_only=True))")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("suites", help="list the prompt suites in prompts/")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_suites)
+
+    p = sub.add_parser("sample", help="sample a run's grid: checkpoints x prompts x seeds x CFG values")
+    _store_arg(p)
+    p.add_argument("--run", required=True)
+    p.add_argument("--suite", required=True,
+                   help="suite name from prompts/, or a suite .toml, kohya sample_prompts.txt/.toml/.json, OneTrainer samples.json")
+    add_grid_arguments(p)
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 8 on a CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("status", help="runs, checkpoints and grid completion")
+    _store_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="build the offline toy models, register LoRA epochs and sample a grid")
+    _store_arg(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EvalsvcError as exc:
+        print(f"evalsvc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("evalsvc: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Grid planning and fast, paired, resumable sampling with the deployment (diffusers) pipeline."""

@@ -1,0 +1,132 @@
+"""Loading pipelines and switching checkpoints: the base is loaded once per run.
+
+LoRA checkpoints are applied to the base pipeline in place (see `lora.py`); full and UNet-only
+checkpoints get a pipeline of their own that shares the base's other parts where it can.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..catalog import CheckpointRow
+from ..checkpoints import check_finite, load_tensors
+from ..errors import CheckpointError
+from .lora import WeightPatcher, read_lora_layers
+
+PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+
+
+def _pipeline_class(arch: str):
+    import diffusers
+
+    return getattr(diffusers, PIPELINE_CLASSES[arch])
+
+
+def _check_parameters_finite(path, pipe) -> None:
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        model = getattr(pipe, component, None)
+        if model is None:
+            continue
+        for name, param in model.named_parameters():
+            bad = (~torch.isfinite(param)).sum().item()
+            if bad:
+                raise CheckpointError(path, f"tensor '{component}.{name}' has {bad} NaN/Inf values")
+
+
+def load_pipeline(row: CheckpointRow, device: str, dtype: torch.dtype):
+    """A diffusers pipeline for a full checkpoint or diffusers folder, on `device` in `dtype`."""
+    cls = _pipeline_class(row.arch)
+    extra = {"safety_checker": None, "requires_safety_checker": False} if row.arch == "sd15" else {}
+    try:
+        if row.kind == "diffusers":
+            pipe = cls.from_pretrained(row.path, torch_dtype=dtype, **extra)
+        elif row.kind == "full":
+            config = {"config": row.config_path} if row.config_path else {}
+            pipe = cls.from_single_file(row.path, torch_dtype=dtype, **config, **extra)
+        else:
+            raise CheckpointError(row.path, f"a {row.kind} checkpoint is not a whole pipeline")
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(row.path, f"diffusers could not load it: {str(exc).splitlines()[0]}") from None
+    _check_parameters_finite(row.path, pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _unet_state_dict(row: CheckpointRow, tensors: dict, unet_config) -> dict:
+    if any(k.startswith("model.diffusion_model.") for k in tensors):
+        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+        return convert_ldm_unet_checkpoint(tensors, unet_config)
+    return tensors
+
+
+class CheckpointSwitcher:
+    """Hands out a ready pipeline for each checkpoint of a run, reusing the loaded base."""
+
+    def __init__(self, base: CheckpointRow, device: str, dtype: torch.dtype):
+        self.base_row = base
+        self.device = device
+        self.dtype = dtype
+        self.base = load_pipeline(base, device, dtype)
+        self.patcher = WeightPatcher(self.base)
+
+    def activate(self, row: CheckpointRow, lora_scale: float):
+        """(pipeline, text-encoder state name) with `row`'s weights in effect."""
+        self.patcher.restore()
+        if row.sha256 == self.base_row.sha256:
+            return self.base, "base"
+        if row.kind == "lora":
+            tensors = load_tensors(row.path)
+            check_finite(row.path, tensors)
+            layers = read_lora_layers(row.path, tensors, row.metadata, self.base)
+            self.patcher.apply(row.path, layers, lora_scale)
+            touches_text = any(layer.component != "unet" for layer in layers)
+            return self.base, (f"lora:{row.sha256}:{lora_scale}" if touches_text else "base")
+        if row.kind == "unet":
+            return self._with_unet(row), "base"
+        return load_pipeline(row, self.device, self.dtype), f"pipeline:{row.sha256}"
+
+    def _with_unet(self, row: CheckpointRow):
+        from diffusers import UNet2DConditionModel
+
+        tensors = load_tensors(row.path)
+        check_finite(row.path, tensors)
+        unet = UNet2DConditionModel.from_config(self.base.unet.config)
+        state = _unet_state_dict(row, tensors, self.base.unet.config)
+        missing, unexpected = unet.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(row.path, f"UNet weights do not fit the base's UNet: {len(missing)} missing, "
+                                            f"{len(unexpected)} unexpected keys (e.g. {(missing or unexpected)[0]})")
+        components = dict(self.base.components)
+        components["unet"] = unet.to(self.device, self.dtype)
+        pipe = type(self.base)(**components)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def close(self) -> None:
+        self.patcher.restore()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def native_size(row: CheckpointRow) -> int:
+    """The image side a base model was trained at: from a diffusers folder's UNet config, else by arch."""
+    import json
+
+    config = Path(row.config_path or row.path) / "unet" / "config.json"
+    if config.exists():
+        data = json.loads(config.read_text())
+        return int(data.get("sample_size", 64)) * 8
+    return 1024 if row.arch == "sdxl" else 512

@@ -1,0 +1,233 @@
+"""Executes a planned grid: checkpoint by checkpoint, batch by batch, each result recorded once.
+
+Crash safety: a batch's cells are marked running, sampled, their PNGs written (temp file, then
+rename), and only then recorded with their state set to done in one transaction. `recover`
+runs before any sampling: cells left running by a killed process go back to pending, and files
+no row refers to are removed, so a rerun finishes the grid with every cell exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from ..catalog import CheckpointRow, mark_failed
+from ..errors import CheckpointError, InputError
+from ..suites import Suite
+from .engine import CellSpec, PromptCache, decode_latents, denoise
+from .grid import GridOptions, grid_checkpoints, plan_grid
+from .imagestore import ImageStore, png_bytes
+from .infotext import Infotext
+from .models import CheckpointSwitcher, default_device
+from .samplers import resolve_sampler
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How to execute a grid; none of it changes pixels except the precision (a grid option)."""
+
+    device: str | None = None
+    batch_size: int | None = None
+    progress: bool = True
+    shard: tuple[int, int] | None = None  # (rank, world size): sample only this rank's checkpoints
+
+    def __post_init__(self):
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class SampleReport:
+    cells_total: int = 0
+    sampled: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PendingCell:
+    key: str
+    cell: CellSpec
+    lora_scale: float
+
+
+def image_store(store) -> ImageStore:
+    return ImageStore(store.layout.images, store.layout.tmp)
+
+
+def recover(store) -> int:
+    """Return interrupted work to pending and remove files no row refers to; returns files removed."""
+    with store.transaction() as db:
+        db.execute("UPDATE work SET state = 'pending', lease_owner = NULL WHERE state = 'running'")
+    referenced = {r[0] for r in store.db.execute("SELECT image_path FROM samples").fetchall()}
+    return image_store(store).sweep(referenced)
+
+
+def _pending(db, run: str, suite_hash: str) -> dict[str, list[PendingCell]]:
+    rows = db.execute(
+        "SELECT w.key, w.checkpoint, w.prompt, w.negative, w.seed, w.cfg, w.steps, w.sampler, w.width, w.height, "
+        "w.clip_skip, w.lora_scale FROM grid_cells g JOIN work w ON w.key = g.key "
+        "WHERE g.run = ? AND g.suite_hash = ? AND w.state IN ('pending', 'failed') "
+        "ORDER BY w.steps, w.sampler, w.width, w.height, w.prompt, w.seed, w.cfg",
+        [run, suite_hash],
+    ).fetchall()
+    by_checkpoint: dict[str, list[PendingCell]] = defaultdict(list)
+    for key, checkpoint, prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip, scale in rows:
+        cell = CellSpec(prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip)
+        by_checkpoint[checkpoint].append(PendingCell(key, cell, scale))
+    return by_checkpoint
+
+
+def _batches(cells: list[PendingCell], size: int):
+    groups: dict[tuple, list[PendingCell]] = defaultdict(list)
+    for pending in cells:
+        groups[pending.cell.batch_group].append(pending)
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            yield group[i:i + size]
+
+
+def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float) -> str:
+    spec = resolve_sampler(cell.sampler)
+    model = base if row.kind in ("lora", "unet") and base is not None else row
+    prompt = cell.prompt
+    lora_hashes: tuple[tuple[str, str], ...] = ()
+    if row.kind == "lora":
+        # A1111 applies a LoRA named in the prompt; with this tag the infotext re-creates the image there.
+        prompt = f"{prompt} <lora:{row.stem}:{lora_scale:g}>"
+        lora_hashes = ((row.stem, row.short_hash),)
+    return Infotext(
+        prompt=prompt, negative=cell.negative, steps=cell.steps, sampler=spec.a1111_name,
+        schedule_type=spec.schedule_type, cfg=cell.cfg, seed=cell.seed, width=cell.width, height=cell.height,
+        model_hash=model.model_hash, model=model.stem, clip_skip=cell.clip_skip, lora_hashes=lora_hashes,
+    ).render()
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", desc="sampling", dynamic_ncols=True)
+
+    def update(self, n: int, label: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(label, refresh=False)
+            self.bar.update(n)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ResultSink:
+    """Where finished cells go: straight into the store (the owner) or into a shard file."""
+
+    def __init__(self, store):
+        self.store = store
+        self.images = image_store(store)
+
+    def start(self, keys: list[str]) -> None:
+        with self.store.transaction() as db:
+            db.executemany("UPDATE work SET state = 'running', lease_owner = ?, attempts = attempts + 1 "
+                           "WHERE key = ?", [[str(os.getpid()), k] for k in keys])
+
+    def done(self, results: list[tuple[str, bytes, str, float]]) -> None:
+        rows = []
+        for key, data, infotext, seconds in results:
+            rel, digest = self.images.put(data)
+            rows.append((key, rel, digest, infotext, seconds))
+        with self.store.transaction() as db:
+            db.executemany("INSERT INTO samples (key, image_path, image_sha256, infotext, seconds) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [list(r) for r in rows])
+            db.executemany("UPDATE work SET state = 'done', lease_owner = NULL, error = NULL WHERE key = ?",
+                           [[r[0]] for r in rows])
+
+    def failed(self, keys: list[str], reason: str) -> None:
+        with self.store.transaction() as db:
+            db.executemany("UPDATE work SET state = 'failed', lease_owner = NULL, error = ? WHERE key = ?",
+                           [[reason, k] for k in keys])
+
+    def checkpoint_failed(self, sha256: str, reason: str) -> None:
+        with self.store.transaction() as db:
+            mark_failed(db, sha256, reason)
+
+
+def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow], base: CheckpointRow | None,
+            options: GridOptions, config: RunnerConfig, sink: ResultSink) -> SampleReport:
+    """Sample every pending cell, checkpoint by checkpoint, loading the base once."""
+    report = SampleReport()
+    device = config.device or default_device()
+    batch_size = config.batch_size or (32 if device.startswith("cuda") else 8)
+    dtype = getattr(torch, options.precision)
+    order = sorted(pending, key=lambda sha: (sha != (base.sha256 if base else None),
+                                             rows[sha].ema, rows[sha].epoch or 0, rows[sha].file_name))
+    progress = _Progress(sum(len(v) for v in pending.values()), config.progress)
+    switcher = None
+    cache = PromptCache()
+    start = time.perf_counter()
+    try:
+        for sha in order:
+            row, cells = rows[sha], pending[sha]
+            try:
+                if switcher is None:
+                    switcher = CheckpointSwitcher(base or row, device, dtype)
+                pipe, te_state = switcher.activate(row, cells[0].lora_scale)
+            except CheckpointError as exc:
+                progress.write(f"skipped {exc}")
+                sink.checkpoint_failed(sha, exc.reason)
+                sink.failed([c.key for c in cells], exc.reason)
+                report.failed += len(cells)
+                report.failures.append((row.path, exc.reason))
+                progress.update(len(cells), row.label)
+                if switcher is None and (base is None or sha == base.sha256):
+                    break
+                continue
+            for batch in _batches(cells, batch_size):
+                keys = [p.key for p in batch]
+                sink.start(keys)
+                t0 = time.perf_counter()
+                images = decode_latents(pipe, denoise(pipe, [p.cell for p in batch], cache, te_state))
+                per_image = (time.perf_counter() - t0) / len(batch)
+                results = []
+                for p, img in zip(batch, images):
+                    text = infotext_for(p.cell, row, base, p.lora_scale)
+                    results.append((p.key, png_bytes(img, text), text, per_image))
+                sink.done(results)
+                report.sampled += len(batch)
+                progress.update(len(batch), row.label)
+    finally:
+        if switcher is not None:
+            switcher.close()
+        progress.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def sample_run(store, run: str, suite: Suite, options: GridOptions, config: RunnerConfig = RunnerConfig()) -> SampleReport:
+    """Plan the grid of `run` on `suite`, then sample every cell not yet done."""
+    total = plan_grid(store, run, suite, options)
+    recover(store)
+    base, rows = grid_checkpoints(store.db, run)
+    by_sha = {r.sha256: r for r in rows}
+    pending = _pending(store.db, run, suite.content_hash)
+    pending = {sha: cells for sha, cells in pending.items() if sha in by_sha}
+    if config.shard is not None:
+        rank, world = config.shard
+        shas = sorted(pending)
+        pending = {sha: pending[sha] for i, sha in enumerate(shas) if i % world == rank}
+    report = execute(pending, by_sha, base, options, config, ResultSink(store))
+    report.cells_total = total
+    return report

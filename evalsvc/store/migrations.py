@@ -1,0 +1,102 @@
+"""Named schema migrations, applied in order and recorded in the `migrations` table."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_catalog",
+        """
+        CREATE TABLE runs (
+            name TEXT PRIMARY KEY,
+            base_sha256 TEXT,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE checkpoints (
+            sha256 TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            arch TEXT NOT NULL,
+            lora_format TEXT,
+            epoch INTEGER,
+            step BIGINT,
+            ema BOOLEAN NOT NULL,
+            addnet_hash TEXT,
+            config_path TEXT,
+            metadata JSON,
+            status TEXT NOT NULL DEFAULT 'ok',
+            error TEXT,
+            added_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE run_checkpoints (
+            run TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            role TEXT NOT NULL,
+            PRIMARY KEY (run, sha256)
+        );
+        """,
+    ),
+    (
+        "0002_suites",
+        """
+        CREATE TABLE suites (
+            hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            source TEXT,
+            description TEXT,
+            added_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE prompts (
+            suite_hash TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            negative TEXT NOT NULL,
+            tags TEXT[],
+            role TEXT NOT NULL,
+            PRIMARY KEY (suite_hash, prompt_id)
+        );
+        """,
+    ),
+    (
+        "0003_work",
+        """
+        CREATE TABLE work (
+            key TEXT PRIMARY KEY,
+            checkpoint TEXT NOT NULL,
+            base TEXT,
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL,
+            seed BIGINT NOT NULL,
+            cfg DOUBLE NOT NULL,
+            steps INTEGER NOT NULL,
+            sampler TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            lora_scale DOUBLE NOT NULL,
+            clip_skip INTEGER NOT NULL,
+            precision TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            lease_owner TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            updated_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE grid_cells (
+            run TEXT NOT NULL,
+            suite_hash TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (run, key)
+        );
+        CREATE TABLE samples (
+            key TEXT PRIMARY KEY,
+            image_path TEXT NOT NULL,
+            image_sha256 TEXT NOT NULL,
+            infotext TEXT NOT NULL,
+            seconds DOUBLE,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        );
+        """,
+    ),
+)

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny SD1.5/SDXL pipelines built from configs, LoRA files, fresh stores.
+
+Everything is built offline; a missed download fails fast instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sd15_pipe():
+    from evalsvc.toy.tiny import build_sd15_pipeline
+
+    pipe = build_sd15_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipe():
+    from evalsvc.toy.tiny import build_sdxl_pipeline
+
+    pipe = build_sdxl_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def sd15_dir(sd15_pipe, tmp_path_factory) -> Path:
+    """The tiny SD1.5 pipeline saved as a diffusers folder."""
+    path = tmp_path_factory.mktemp("models") / "tiny-sd15"
+    sd15_pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(sdxl_pipe, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    sdxl_pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sd15_loras(sd15_pipe, tmp_path_factory) -> list[Path]:
+    """Three kohya-format LoRA epochs (`mychar-00000N.safetensors`) for the tiny SD1.5 base."""
+    from evalsvc.toy.lora_files import write_kohya_epochs
+
+    return write_kohya_epochs(sd15_pipe, tmp_path_factory.mktemp("loras"), name="mychar", epochs=3, rank=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sdxl_loras(sdxl_pipe, tmp_path_factory) -> list[Path]:
+    """Two kohya SDXL LoRA epochs whose UNet keys use the original SGM block names."""
+    from evalsvc.toy.lora_files import write_kohya_epochs
+
+    return write_kohya_epochs(sdxl_pipe, tmp_path_factory.mktemp("xl-loras"), name="xlchar", epochs=2, rank=4,
+                              seed=1, sgm_names=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    from evalsvc.store import open_store
+
+    with open_store(tmp_path / "store") as s:
+        yield s
