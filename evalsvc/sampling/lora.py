@@ -22,6 +22,35 @@ COMPONENT_PREFIXES = {
 }
 PEFT_COMPONENTS = ("unet", "text_encoder_2", "text_encoder")
 
+# SGM (original SDXL code) names left after diffusers renumbers the blocks, as diffusers'
+# `_convert_unet_lora_key` renames them; resnet internals for LoCon-style conv LoRAs.
+_SGM_RENAMES = (
+    ("lora_unet_input_blocks_0_0", "lora_unet_conv_in"),
+    ("lora_unet_out_2", "lora_unet_conv_out"),
+    ("lora_unet_time_embed_0", "lora_unet_time_embedding_linear_1"),
+    ("lora_unet_time_embed_2", "lora_unet_time_embedding_linear_2"),
+    ("lora_unet_label_emb_0_0", "lora_unet_add_embedding_linear_1"),
+    ("lora_unet_label_emb_0_2", "lora_unet_add_embedding_linear_2"),
+    ("lora_unet_input_blocks_", "lora_unet_down_blocks_"),
+    ("lora_unet_middle_block_", "lora_unet_mid_block_"),
+    ("lora_unet_output_blocks_", "lora_unet_up_blocks_"),
+    ("_in_layers_2", "_conv1"),
+    ("_emb_layers_1", "_time_emb_proj"),
+    ("_out_layers_3", "_conv2"),
+    ("_skip_connection", "_conv_shortcut"),
+    ("_op", "_conv"),
+)
+
+
+def _rename_sgm(key: str) -> str:
+    for old, new in _SGM_RENAMES:
+        if old.startswith("lora_unet_"):
+            if key.startswith(old):
+                key = new + key[len(old):]
+        else:
+            key = key.replace(old + ".", new + ".")
+    return key
+
 
 @dataclass(frozen=True)
 class LoraLayer:
@@ -60,21 +89,26 @@ def _module_lookup(model) -> dict[str, str]:
     return lookup
 
 
-def _peft_alphas(metadata: dict[str, str]) -> dict[str, float]:
-    """`lora_alpha / r` scale per component from diffusers' `lora_adapter_metadata`, if written."""
-    raw = metadata.get("lora_adapter_metadata")
-    if not raw:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
-    alphas = {}
-    for key, config in meta.items():
-        component = key.split("_lora_adapter_metadata")[0].split(".")[0]
-        if isinstance(config, dict) and "lora_alpha" in config:
-            alphas[component] = float(config["lora_alpha"])
-    return alphas
+class _PeftAlphas:
+    """`lora_alpha` per component (and per-module `alpha_pattern`) from diffusers' `lora_adapter_metadata`.
+
+    diffusers writes it as flat JSON keys such as `unet.lora_alpha`, `unet.alpha_pattern`;
+    without it PEFT files mean alpha == rank (scale 1).
+    """
+
+    def __init__(self, metadata: dict[str, str]):
+        try:
+            meta = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+        except json.JSONDecodeError:
+            meta = {}
+        self._meta = meta if isinstance(meta, dict) else {}
+
+    def alpha(self, component: str, module: str, rank: int) -> float:
+        for pattern, value in (self._meta.get(f"{component}.alpha_pattern") or {}).items():
+            if module == pattern or module.endswith("." + pattern):
+                return float(value)
+        value = self._meta.get(f"{component}.lora_alpha")
+        return float(value) if value is not None else float(rank)
 
 
 def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
@@ -84,6 +118,7 @@ def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
         # SDXL LoRAs name UNet blocks as the original SGM code did; diffusers' own mapping
         # (what `load_lora_weights` uses) renames them to diffusers blocks.
         tensors = _maybe_map_sgm_blocks_to_diffusers(dict(tensors), pipe.unet.config)
+        tensors = {_rename_sgm(k) if k.startswith("lora_unet_") else k: v for k, v in tensors.items()}
     lookups: dict[str, dict[str, str]] = {}
     layers = []
     for key in sorted(tensors):
@@ -113,7 +148,7 @@ def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
 
 
 def _peft_layers(path, tensors, metadata, pipe) -> list[LoraLayer]:
-    alphas = _peft_alphas(metadata)
+    alphas = _PeftAlphas(metadata)
     layers = []
     for key in sorted(tensors):
         for down_suffix, up_suffix in ((".lora_A.weight", ".lora_B.weight"), (".lora.down.weight", ".lora.up.weight")):
@@ -131,7 +166,7 @@ def _peft_layers(path, tensors, metadata, pipe) -> list[LoraLayer]:
             module = module[len("text_model."):]  # transformers 5 dropped this level
         down = tensors[key]
         layers.append(LoraLayer(component, module, down, tensors[key[: -len(down_suffix)] + up_suffix],
-                                alphas.get(component, float(down.shape[0]))))
+                                alphas.alpha(component, module, down.shape[0])))
     return layers
 
 

@@ -1,0 +1,121 @@
+"""Grids end to end through the CLI functions: catalog, planning, sampling, store, infotext."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evalsvc.cli import main
+from evalsvc.sampling.infotext import parse_infotext
+
+GRID = ["--seeds", "1,2", "--cfg", "3,7", "--steps", "4", "--sampler", "euler_a", "--size", "64x64", "--no-progress"]
+
+
+def _two_prompt_suite(tmp_path: Path) -> Path:
+    path = tmp_path / "two.toml"
+    path.write_text('name = "two"\n[[prompts]]\nid = "circle"\ntext = "a red circle"\n'
+                    '[[prompts]]\nid = "square"\ntext = "a blue square on the left"\nnegative = "blurry"\n')
+    return path
+
+
+def _status(store) -> dict:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["status", "--store", str(store), "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def _samples(store_root: Path):
+    from evalsvc.store import open_store
+
+    with open_store(store_root) as store:
+        return store.db.execute(
+            "SELECT c.file_name, w.prompt, w.seed, w.cfg, s.image_path, s.infotext FROM samples s "
+            "JOIN work w ON w.key = s.key JOIN checkpoints c ON c.sha256 = w.checkpoint").fetchall()
+
+
+def test_lora_epochs_plus_base_grid_stores_32_images_with_infotext(tmp_path, sd15_dir, sd15_loras):
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir), *map(str, sd15_loras)]) == 0
+    assert main(["sample", "--store", str(store), "--run", "r", "--suite", str(_two_prompt_suite(tmp_path)), *GRID]) == 0
+
+    rows = _samples(store)
+    assert len(rows) == 32  # (3 epochs + base) x 2 prompts x 2 seeds x 2 CFG
+    assert len({r[4] for r in rows}) == 32
+    status = _status(store)["runs"][0]
+    assert (status["checkpoints"], status["cells_done"], status["cells_total"]) == (4, 32, 32)
+
+    for file_name, prompt, seed, cfg, rel, infotext in rows:
+        png = Image.open(store / "images" / rel)
+        assert png.info["parameters"] == infotext
+        fields = parse_infotext(infotext)
+        assert fields["Seed"] == str(seed) and fields["CFG scale"] == f"{cfg:g}" and fields["Size"] == "64x64"
+        assert fields["Steps"] == "4" and fields["Sampler"] == "Euler a" and fields["Schedule type"] == "Automatic"
+        assert fields["Model"] == "tiny-sd15" and len(fields["Model hash"]) == 10
+        if file_name.startswith("mychar-"):
+            stem = Path(file_name).stem
+            lora_hash = fields["Lora hashes"]
+            assert lora_hash.startswith(f"{stem}: ") and len(lora_hash.split(": ")[1]) == 12
+            assert fields["Prompt"] == f"{prompt} <lora:{stem}:1>"
+        else:
+            assert "Lora hashes" not in fields and fields["Prompt"] == prompt
+
+    # A rerun finds the grid done and samples nothing.
+    assert main(["sample", "--store", str(store), "--run", "r", "--suite", str(_two_prompt_suite(tmp_path)), *GRID]) == 0
+    assert len(_samples(store)) == 32
+
+
+def test_zero_lora_is_pixel_identical_to_base_and_base_survives_swaps(tmp_path, sd15_pipe, sd15_dir, sd15_loras):
+    import torch
+
+    from evalsvc.catalog import run_checkpoints
+    from evalsvc.sampling.engine import CellSpec, PromptCache, sample_cells
+    from evalsvc.sampling.models import CheckpointSwitcher
+    from evalsvc.store import open_store
+    from evalsvc.toy.lora_files import random_lora_tensors, save_kohya_lora
+
+    zero = save_kohya_lora(sd15_pipe, random_lora_tensors(sd15_pipe, rank=4, seed=9, zero_up=True),
+                           tmp_path / "zero" / "zerolora-000001.safetensors")
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir), *map(str, sd15_loras), str(zero)]) == 0
+    with open_store(store) as s:
+        rows = {r.file_name: r for r in run_checkpoints(s.db, "r")}
+    base = rows["tiny-sd15"]
+    switcher = CheckpointSwitcher(base, "cpu", torch.float32)
+    cache = PromptCache()
+    cells = [CellSpec(p, "", seed, cfg, 4, "euler_a", 64, 64)
+             for p in ("a red circle", "a blue square") for seed in (1, 2) for cfg in (3.0, 7.0)]
+
+    def images(row):
+        pipe, te_state = switcher.activate(row, 1.0)
+        return [np.asarray(img) for img in sample_cells(pipe, cells, cache, te_state)]
+
+    first = images(base)
+    loras = [images(rows[p.name]) for p in sd15_loras]
+    zeroed = images(rows[zero.name])
+    more = [images(rows[p.name]) for p in reversed(sd15_loras)]
+    again = images(base)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again)), "base after LoRA swaps differs from base first"
+    assert all(np.array_equal(a, b) for a, b in zip(first, zeroed)), "a LoRA with zero up-weights changed pixels"
+    for lora in loras + more:
+        assert all(not np.array_equal(a, b) for a, b in zip(first, lora))
+    assert all(np.array_equal(a, b) for a, b in zip(loras[0], more[-1]))  # same LoRA, same pixels
+
+
+def test_sdxl_grid_with_sgm_named_kohya_lora(tmp_path, sdxl_dir, sdxl_loras):
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "xl", "--base", str(sdxl_dir), *map(str, sdxl_loras)]) == 0
+    assert main(["sample", "--store", str(store), "--run", "xl", "--suite", str(_two_prompt_suite(tmp_path)), *GRID]) == 0
+    rows = _samples(store)
+    assert len(rows) == 24  # (2 epochs + base) x 2 x 2 x 2
+    by_ckpt = {}
+    for file_name, prompt, seed, cfg, rel, _ in rows:
+        by_ckpt.setdefault(file_name, {})[(prompt, seed, cfg)] = np.asarray(Image.open(store / "images" / rel))
+    base = by_ckpt.pop("tiny-sdxl")
+    for images in by_ckpt.values():  # each LoRA changed the pixels of every cell
+        assert all(not np.array_equal(images[k], base[k]) for k in base)
