@@ -53,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,9 +96,10 @@ class ModelSpec:
 MODELS = {
     "tiny": ModelSpec("tiny", "the test fixture: evalsvc.toy.tiny's default TinySize, 64x64", 64, 10, 25, {}),
     # SD1.5's four UNet levels (three with cross-attention) at 1/5 of its widths.
-    "medium": ModelSpec("medium", "UNet (64,128,256,256) x2 layers, text 256x6, VAE (32,64,128,128), 128x128",
-                        128, 10, 25, dict(unet_channels=(64, 128, 256, 256), layers_per_block=2, text_hidden=256,
-                                          text_layers=6, vae_channels=(32, 64, 128, 128), sample_size=16)),
+    # 35M-parameter UNet; 64x64 images keep its full grid near two minutes on one CPU core.
+    "medium": ModelSpec("medium", "UNet (64,128,256,256) x2 layers, text 256x6, VAE (32,64,128,128), 64x64",
+                        64, 10, 25, dict(unet_channels=(64, 128, 256, 256), layers_per_block=2, text_hidden=256,
+                                         text_layers=6, vae_channels=(32, 64, 128, 128), sample_size=8)),
     "sd15": ModelSpec("sd15", "SD1.5 shapes: UNet (320,640,1280,1280), text 768x12, VAE (128,256,512,512), "
                               "512x512", 512, 25, 25, None, gpu_only=True),
 }
@@ -149,6 +151,7 @@ class BenchConfig:
     naive_sample: int  # images timed per checkpoint on the naive path; 0 = all
     switch_reps: int
     rank: int
+    threads: int  # torch CPU threads; 0 = torch's default
     peak_tflops: float
     out: Path
 
@@ -158,6 +161,8 @@ class BenchConfig:
                 raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.prompts > len(PROMPTS):
             raise SystemExit(f"--prompts must be at most {len(PROMPTS)}, got {self.prompts}")
+        if self.threads < 0:
+            raise SystemExit(f"--threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.naive_sample < 0:
             raise SystemExit(f"--naive-sample must be >= 0 (0 = every image), got {self.naive_sample}")
         if self.steps is not None and self.steps < 1:
@@ -208,6 +213,9 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
                              "(default: 3 on CPU, 12 on GPU)")
     parser.add_argument("--switch-reps", type=int, default=3, help="rounds of switch and reload timings")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads; 0 = torch's default (default: 1 on CPU, where OpenMP threads that "
+                             "spin against other processes on a shared machine swing timings 10-100x; 0 on GPU)"),
     parser.add_argument("--peak-tflops", type=float, default=800.0,
                         help="dense bf16 peak for the FLOP-bound fraction on GPU (default 800, as the issue)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/grid.json"))
@@ -234,7 +242,9 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         models=models, epochs=args.epochs, prompts=args.prompts, seeds=args.seeds, cfgs=args.cfgs,
         steps=args.steps, batch_size=args.batch_size or (32 if on_gpu else 8), device=device, precision=precision,
         naive_sample=args.naive_sample if args.naive_sample is not None else (12 if on_gpu else 3),
-        switch_reps=args.switch_reps, rank=args.rank, peak_tflops=args.peak_tflops, out=args.out,
+        switch_reps=args.switch_reps, rank=args.rank,
+        threads=args.threads if args.threads is not None else (0 if on_gpu else 1),
+        peak_tflops=args.peak_tflops, out=args.out,
     )
 
 
@@ -271,6 +281,7 @@ def _quiet_libraries() -> None:
     import diffusers
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")  # torch_dtype -> dtype
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -629,6 +640,8 @@ def environment(config: BenchConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     _quiet_libraries()
     if config.on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -636,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(config)
     print(f"grid: {config.epochs} epochs (+ base row) x {config.prompts} prompts x {config.seeds} seeds x "
           f"{config.cfgs} CFG {config.cfg_values}; batch {config.batch_size}; {config.device} ({env['device_name']}), "
-          f"{config.precision}, {env['cpu_count']} CPUs, torch {env['torch']}, diffusers {env['diffusers']}")
+          f"{config.precision}, {env['cpu_count']} CPUs ({env['torch_threads']} torch threads), torch {env['torch']}, diffusers {env['diffusers']}")
     results = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evalsvc-bench-") as tmp:
