@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -103,15 +104,22 @@ def cmd_suites(args) -> int:
 
 def cmd_sample(args) -> int:
     from .sampling.runner import RunnerConfig, sample_run
-    from .store import open_store
+    from .sampling.shards import distributed_world, sample_distributed
+    from .store import default_store_path, open_store
     from .suites import load_suite
 
     suite = load_suite(args.suite)
     options = grid_options(args)
     config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
-    with open_store(args.store) as store:
-        report = sample_run(store, args.run, suite, options, config)
-        root = store.layout.root
+    if distributed_world() > 1:
+        report = sample_distributed(args.store or default_store_path(), args.run, suite, options, config)
+        root = args.store or default_store_path()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 1 if report.failed else 0
+    else:
+        with open_store(args.store) as store:
+            report = sample_run(store, args.run, suite, options, config)
+            root = store.layout.root
     rate = report.sampled / report.seconds if report.seconds else 0.0
     print(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} now "
           f"({rate:.2f} img/s), {report.failed} failed; images in {root / 'images'}")

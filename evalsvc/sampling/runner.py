@@ -33,7 +33,6 @@ class RunnerConfig:
     device: str | None = None
     batch_size: int | None = None
     progress: bool = True
-    shard: tuple[int, int] | None = None  # (rank, world size): sample only this rank's checkpoints
 
     def __post_init__(self):
         if self.batch_size is not None and self.batch_size < 1:
@@ -61,7 +60,11 @@ def image_store(store) -> ImageStore:
 
 
 def recover(store) -> int:
-    """Return interrupted work to pending and remove files no row refers to; returns files removed."""
+    """Ingest results of earlier distributed ranks, return interrupted work to pending and remove
+    files no row refers to; returns the number of files removed."""
+    from .shards import ingest_shards
+
+    ingest_shards(store)
     with store.transaction() as db:
         db.execute("UPDATE work SET state = 'pending', lease_owner = NULL WHERE state = 'running'")
     referenced = {r[0] for r in store.db.execute("SELECT image_path FROM samples").fetchall()}
@@ -224,10 +227,6 @@ def sample_run(store, run: str, suite: Suite, options: GridOptions, config: Runn
     by_sha = {r.sha256: r for r in rows}
     pending = _pending(store.db, run, suite.content_hash)
     pending = {sha: cells for sha, cells in pending.items() if sha in by_sha}
-    if config.shard is not None:
-        rank, world = config.shard
-        shas = sorted(pending)
-        pending = {sha: pending[sha] for i, sha in enumerate(shas) if i % world == rank}
     report = execute(pending, by_sha, base, options, config, ResultSink(store))
     report.cells_total = total
     return report
