@@ -35,16 +35,21 @@ def _check_parameters_finite(path, pipe) -> None:
                 raise CheckpointError(path, f"tensor '{component}.{name}' has {bad} NaN/Inf values")
 
 
-def load_pipeline(row: CheckpointRow, device: str, dtype: torch.dtype):
-    """A diffusers pipeline for a full checkpoint or diffusers folder, on `device` in `dtype`."""
+def load_pipeline(row: CheckpointRow, device: str, dtype: torch.dtype, config_path: str | None = None):
+    """A diffusers pipeline for a full checkpoint or diffusers folder, on `device` in `dtype`.
+
+    A single file needs a diffusers folder of its architecture for the configs (`config_path`,
+    else the row's own); without one diffusers fetches the configs from the hub.
+    """
     cls = _pipeline_class(row.arch)
     extra = {"safety_checker": None, "requires_safety_checker": False} if row.arch == "sd15" else {}
     try:
         if row.kind == "diffusers":
-            pipe = cls.from_pretrained(row.path, torch_dtype=dtype, **extra)
+            pipe = cls.from_pretrained(row.path, dtype=dtype, **extra)
         elif row.kind == "full":
-            config = {"config": row.config_path} if row.config_path else {}
-            pipe = cls.from_single_file(row.path, torch_dtype=dtype, **config, **extra)
+            config_path = row.config_path or config_path
+            config = {"config": config_path, "local_files_only": True} if config_path else {}
+            pipe = cls.from_single_file(row.path, dtype=dtype, **config, **extra)
         else:
             raise CheckpointError(row.path, f"a {row.kind} checkpoint is not a whole pipeline")
     except CheckpointError:
@@ -88,7 +93,11 @@ class CheckpointSwitcher:
             return self.base, (f"lora:{row.sha256}:{lora_scale}" if touches_text else "base")
         if row.kind == "unet":
             return self._with_unet(row), "base"
-        return load_pipeline(row, self.device, self.dtype), f"pipeline:{row.sha256}"
+        if row.arch != self.base_row.arch:
+            raise CheckpointError(row.path, f"checkpoint is {row.arch} but the run's base {self.base_row.label} "
+                                            f"is {self.base_row.arch}")
+        config = self.base_row.path if self.base_row.kind == "diffusers" else self.base_row.config_path
+        return load_pipeline(row, self.device, self.dtype, config), f"pipeline:{row.sha256}"
 
     def _with_unet(self, row: CheckpointRow):
         from diffusers import UNet2DConditionModel

@@ -121,8 +121,10 @@ def open_store(root: Path | str | None = None, *, create: bool = True, read_only
     if read_only:
         try:
             db = duckdb.connect(str(layout.database), read_only=True)
-        except duckdb.IOException as exc:
-            raise StoreInUseError(f"store {layout.root} is in use by another process: {exc}") from None
+        except duckdb.IOException:
+            holder = layout.lock.read_text().strip() if layout.lock.exists() else ""
+            raise StoreInUseError(f"store {layout.root} is in use by PID {holder or 'unknown'}; "
+                                  "it can be read once that process has finished") from None
         return Store(layout, db, None)
     lock = StoreLock(layout.lock)
     lock.acquire()
