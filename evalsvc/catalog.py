@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoints import CheckpointInfo, inspect_checkpoint
+from .checkpoints.detect import A1111Hashes
 from .errors import CheckpointError, InputError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 @dataclass(frozen=True)
-class CheckpointRow:
+class CheckpointRow(A1111Hashes):
     """A registered checkpoint as the store knows it."""
 
     sha256: str
@@ -39,14 +40,6 @@ class CheckpointRow:
     @property
     def stem(self) -> str:
         return Path(self.file_name).stem if self.kind != "diffusers" else self.file_name
-
-    @property
-    def model_hash(self) -> str:
-        return self.sha256[:10]
-
-    @property
-    def short_hash(self) -> str:
-        return (self.addnet_hash or self.sha256)[:12]
 
     @property
     def label(self) -> str:

@@ -36,8 +36,25 @@ CROSS_ATTN_K = re.compile(r"attn2[._](processor[._])?to_k")
 CROSS_ATTN_ARCH = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
 
 
+class A1111Hashes:
+    """The short hashes A1111 shows, derived from `sha256` and `addnet_hash`."""
+
+    sha256: str
+    addnet_hash: str | None
+
+    @property
+    def model_hash(self) -> str:
+        """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
+        return self.sha256[:10]
+
+    @property
+    def short_hash(self) -> str:
+        """A1111's LoRA short hash: the first 12 hex digits of the addnet hash."""
+        return (self.addnet_hash or self.sha256)[:12]
+
+
 @dataclass(frozen=True)
-class CheckpointInfo:
+class CheckpointInfo(A1111Hashes):
     """What a checkpoint is and where it came from in its training run."""
 
     path: Path
@@ -60,16 +77,6 @@ class CheckpointInfo:
             raise ValueError(f"lora_format {self.lora_format!r} does not fit kind {self.kind!r}")
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
-
-    @property
-    def model_hash(self) -> str:
-        """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
-        return self.sha256[:10]
-
-    @property
-    def short_hash(self) -> str:
-        """A1111's LoRA short hash: the first 12 hex digits of the addnet hash."""
-        return (self.addnet_hash or self.sha256)[:12]
 
 
 def inspect_checkpoint(path, *, allow_pickle: bool = False, ema: bool | None = None) -> CheckpointInfo:

@@ -124,7 +124,7 @@ def decode_latents(pipe, latents: torch.Tensor):
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 
-def denoise(pipe, cells: list[CellSpec], prompt_cache: PromptCache, te_state: str, on_unet=None) -> torch.Tensor:
+def denoise(pipe, cells: list[CellSpec], prompt_cache: PromptCache, te_state: str) -> torch.Tensor:
     """Run the sampler for cells that share one batch group; returns the final latents (float32)."""
     if len({c.batch_group for c in cells}) != 1:
         raise ValueError("cells of one batch must share steps, sampler and size")
@@ -153,8 +153,6 @@ def denoise(pipe, cells: list[CellSpec], prompt_cache: PromptCache, te_state: st
             model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
             noise = unet(model_input.to(dtype), t, encoder_hidden_states=context,
                          added_cond_kwargs=added, return_dict=False)[0].float()
-            if on_unet is not None:
-                on_unet()
             uncond, cond = noise.chunk(2)
             guided = uncond + guidance * (cond - uncond)
             latents = scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]

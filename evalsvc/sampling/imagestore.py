@@ -20,7 +20,8 @@ def png_bytes(image: Image.Image, infotext: str) -> bytes:
     info = PngInfo()
     info.add_text("parameters", infotext)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    # Level 1 compresses a 512px image several times faster than the default 6 for ~10% more bytes.
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=1)
     return buffer.getvalue()
 
 

@@ -132,7 +132,9 @@ def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
         model = getattr(pipe, component, None)
         if model is None:
             raise CheckpointError(path, f"LoRA targets {component}, which this base model does not have")
-        lookup = lookups.setdefault(component, _module_lookup(model))
+        if component not in lookups:
+            lookups[component] = _module_lookup(model)
+        lookup = lookups[component]
         flat = stem[len(prefix):]
         if flat not in lookup:
             raise CheckpointError(path, f"LoRA module {stem!r} does not exist in the base model's {component}; "

@@ -144,8 +144,8 @@ class ResultSink:
 
     def start(self, keys: list[str]) -> None:
         with self.store.transaction() as db:
-            db.executemany("UPDATE work SET state = 'running', lease_owner = ?, attempts = attempts + 1 "
-                           "WHERE key = ?", [[str(os.getpid()), k] for k in keys])
+            db.execute("UPDATE work SET state = 'running', lease_owner = ?, attempts = attempts + 1 "
+                       "WHERE key IN (SELECT unnest(?::VARCHAR[]))", [str(os.getpid()), keys])
 
     def done(self, results: list[tuple[str, bytes, str, float]]) -> None:
         rows = []
@@ -155,13 +155,13 @@ class ResultSink:
         with self.store.transaction() as db:
             db.executemany("INSERT INTO samples (key, image_path, image_sha256, infotext, seconds) "
                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [list(r) for r in rows])
-            db.executemany("UPDATE work SET state = 'done', lease_owner = NULL, error = NULL WHERE key = ?",
-                           [[r[0]] for r in rows])
+            db.execute("UPDATE work SET state = 'done', lease_owner = NULL, error = NULL "
+                       "WHERE key IN (SELECT unnest(?::VARCHAR[]))", [[r[0] for r in rows]])
 
     def failed(self, keys: list[str], reason: str) -> None:
         with self.store.transaction() as db:
-            db.executemany("UPDATE work SET state = 'failed', lease_owner = NULL, error = ? WHERE key = ?",
-                           [[reason, k] for k in keys])
+            db.execute("UPDATE work SET state = 'failed', lease_owner = NULL, error = ? "
+                       "WHERE key IN (SELECT unnest(?::VARCHAR[]))", [reason, keys])
 
     def checkpoint_failed(self, sha256: str, reason: str) -> None:
         with self.store.transaction() as db:
