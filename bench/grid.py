@@ -18,7 +18,8 @@ row as the engine always does, with the Euler sampler, in one process:
           extrapolated at that checkpoint's mean image time; every reload is timed, never estimated.
   floor   only the forward passes the engine needs, on the engine's batches: per batch of b cells,
           `steps` UNet calls on 2b latents (CFG) and one VAE decode of b latents. No scheduler, no
-          text encoder, no PNG, no store.
+          text encoder, no PNG, no store. Half the batches are timed just before the engine run and
+          half just after it, so a drift in the machine's load affects both alike.
   switch  `CheckpointSwitcher.activate` of a LoRA epoch (read file, check, restore the base, patch),
           against reload = `from_pretrained(base)` + `load_lora_weights(file)` (+ `.to(device)`);
           medians over `--switch-reps` rounds.
@@ -57,7 +58,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -471,45 +472,64 @@ def bench_naive(fx: Fixture, config: BenchConfig, workdir: Path) -> dict:
 
 # --- (c) the floor ------------------------------------------------------------------------------------
 
-def bench_floor(fx: Fixture, config: BenchConfig) -> dict:
-    """UNet and VAE forward passes alone, on the engine's batches, with the engine's model loader."""
-    from evalsvc.catalog import CheckpointRow
-    from evalsvc.sampling.models import load_pipeline
+class Floor:
+    """UNet and VAE forward passes alone on the engine's batches, with the engine's model loader.
 
-    row = CheckpointRow(sha256="0" * 64, path=str(fx.base_dir), file_name=fx.base_dir.name, kind="diffusers",
-                        arch="sd15", lora_format=None, epoch=None, step=None, ema=False, addnet_hash=None,
-                        config_path=None, metadata={}, status="ok", error=None)
-    pipe = load_pipeline(row, config.device, config.dtype)
-    unet, vae = pipe.unet, pipe.vae
-    h = fx.side // pipe.vae_scale_factor
-    gen = torch.Generator().manual_seed(0)
-    timesteps = [torch.tensor(float(t), device=config.device)
-                 for t in torch.linspace(999, 1, fx.steps).round().tolist()]
-    batches = fx.batch_sizes(config.batch_size)
-    inputs = {}
-    for b in set(batches):
-        inputs[b] = (
-            torch.randn(2 * b, unet.config.in_channels, h, h, generator=gen).to(config.device, config.dtype),
-            torch.randn(2 * b, 77, unet.config.cross_attention_dim, generator=gen).to(config.device, config.dtype),
-            torch.randn(b, vae.config.latent_channels, h, h, generator=gen).to(config.device, config.dtype),
-        )
+    `run` times a share of the batches; the benchmark runs half before the engine and half after it,
+    so a change in the machine's load during the engine run hits both sides alike.
+    """
 
-    def run(batch_list, steps):
-        for b in batch_list:
-            x, context, z = inputs[b]
-            for t in timesteps[:steps]:
-                unet(x, t, encoder_hidden_states=context, return_dict=False)
-            vae.decode(z, return_dict=False)
+    def __init__(self, fx: Fixture, config: BenchConfig):
+        from evalsvc.catalog import CheckpointRow
+        from evalsvc.sampling.models import load_pipeline
 
-    with torch.no_grad():
-        run([batches[0]], 2)  # warm-up
-        with Clock(config.device) as clock:
-            run(batches, fx.steps)
-    del pipe, unet, vae, inputs
-    _free(config.device)
-    return {"images": sum(batches), "batches": len(batches), "seconds": clock.seconds,
-            "cpu_seconds": clock.cpu_seconds,
-            "img_per_s": sum(batches) / clock.seconds, "s_per_img": clock.seconds / sum(batches)}
+        row = CheckpointRow(sha256="0" * 64, path=str(fx.base_dir), file_name=fx.base_dir.name, kind="diffusers",
+                            arch="sd15", lora_format=None, epoch=None, step=None, ema=False, addnet_hash=None,
+                            config_path=None, metadata={}, status="ok", error=None)
+        self.config = config
+        self.pipe = load_pipeline(row, config.device, config.dtype)
+        unet, vae = self.pipe.unet, self.pipe.vae
+        h = fx.side // self.pipe.vae_scale_factor
+        gen = torch.Generator().manual_seed(0)
+        self.timesteps = [torch.tensor(float(t), device=config.device)
+                          for t in torch.linspace(999, 1, fx.steps).round().tolist()]
+        self.batches = fx.batch_sizes(config.batch_size)
+        self.inputs = {}
+        for b in set(self.batches):
+            self.inputs[b] = (
+                torch.randn(2 * b, unet.config.in_channels, h, h, generator=gen).to(config.device, config.dtype),
+                torch.randn(2 * b, 77, unet.config.cross_attention_dim, generator=gen).to(config.device, config.dtype),
+                torch.randn(b, vae.config.latent_channels, h, h, generator=gen).to(config.device, config.dtype),
+            )
+        self._forward([self.batches[0]], self.timesteps[:2])  # warm-up
+        self.seconds = self.cpu_seconds = 0.0
+        self.images = 0
+
+    def _forward(self, batches: list[int], timesteps) -> None:
+        unet, vae = self.pipe.unet, self.pipe.vae
+        with torch.no_grad():
+            for b in batches:
+                x, context, z = self.inputs[b]
+                for t in timesteps:
+                    unet(x, t, encoder_hidden_states=context, return_dict=False)
+                vae.decode(z, return_dict=False)
+
+    def run(self, part: int, parts: int = 2) -> None:
+        """Time the `part`-th of `parts` equal shares of the batches (0-based)."""
+        n = len(self.batches)
+        share = self.batches[part * n // parts:(part + 1) * n // parts]
+        with Clock(self.config.device) as clock:
+            self._forward(share, self.timesteps)
+        self.seconds += clock.seconds
+        self.cpu_seconds += clock.cpu_seconds
+        self.images += sum(share)
+
+    def close(self) -> dict:
+        del self.pipe, self.inputs
+        _free(self.config.device)
+        return {"images": self.images, "batches": len(self.batches), "seconds": self.seconds,
+                "cpu_seconds": self.cpu_seconds, "img_per_s": self.images / self.seconds,
+                "s_per_img": self.seconds / self.images, "timed_as": "half before the engine, half after"}
 
 
 # --- LoRA switch vs full reload -----------------------------------------------------------------------
@@ -557,12 +577,26 @@ def bench_model(spec: ModelSpec, config: BenchConfig, workdir: Path) -> dict:
     result = {"model": spec.name, "about": spec.about, "side": fx.side, "steps": fx.steps,
               "unet_params": fx.unet_params, "rows": fx.rows, "cells_per_row": len(fx.cells), "images": fx.images,
               "flops_per_image": fx.flops_per_image}
-    for name, fn in (("engine", lambda: bench_engine(fx, config, workdir)), ("floor", lambda: bench_floor(fx, config)),
-                     ("naive", lambda: bench_naive(fx, config, workdir)),
-                     ("switch", lambda: bench_switch(fx, config, workdir))):
+    floor = None
+
+    def floor_first_half():
+        nonlocal floor
+        floor = Floor(fx, config)
+        floor.run(0)
+
+    def floor_second_half():
+        floor.run(1)
+        return floor.close()
+
+    steps = (("floor, first half", floor_first_half), ("engine", lambda: bench_engine(fx, config, workdir)),
+             ("floor, second half", floor_second_half), ("naive", lambda: bench_naive(fx, config, workdir)),
+             ("switch", lambda: bench_switch(fx, config, workdir)))
+    for label, fn in steps:
         t0 = time.perf_counter()
-        result[name] = fn()
-        print(f"  {name:<7} done in {time.perf_counter() - t0:.1f}s")
+        value = fn()
+        if value is not None:
+            result[label.split(",")[0]] = value
+        print(f"  {label:<18} done in {time.perf_counter() - t0:.1f}s")
     engine, naive, floor, switch = (result[k] for k in ("engine", "naive", "floor", "switch"))
     result["ratios"] = {
         "speedup_vs_naive": naive["seconds"] / engine["seconds"],
@@ -665,13 +699,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.threads:
         torch.set_num_threads(config.threads)
     _quiet_libraries()
-    if config.on_gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     env = environment(config)
     print(f"grid: {config.epochs} epochs (+ base row) x {config.prompts} prompts x {config.seeds} seeds x "
           f"{config.cfgs} CFG {config.cfg_values}; batch {config.batch_size}; {config.device} ({env['device_name']}), "
-          f"{config.precision}, {env['cpu_count']} CPUs ({env['torch_threads']} torch threads), torch {env['torch']}, diffusers {env['diffusers']}")
+          f"{config.precision}, {env['cpu_count']} CPUs ({env['torch_threads']} torch threads), "
+          f"torch {env['torch']}, diffusers {env['diffusers']}")
     results = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evalsvc-bench-") as tmp:

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suite name from prompts/, or a suite .toml, kohya sample_prompts.txt/.toml/.json, OneTrainer samples.json")
     add_grid_arguments(p)
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 8 on a CPU)")
+    p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 24 on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
 

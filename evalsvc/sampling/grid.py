@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..catalog import CheckpointRow, run_base, run_checkpoints
 from ..errors import InputError
+from ..store.bulk import insert_rows
 from ..suites import Suite
 from .engine import CellSpec
 from .models import native_size
@@ -124,10 +125,9 @@ def register_suite(db, suite: Suite) -> None:
         return
     db.execute("INSERT INTO suites (hash, name, source, description) VALUES (?, ?, ?, ?)",
                [suite.content_hash, suite.name, suite.source, suite.description])
-    db.executemany(
-        "INSERT INTO prompts (suite_hash, prompt_id, position, text, negative, tags, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[suite.content_hash, p.id, i, p.text, p.negative, list(p.tags), p.role] for i, p in enumerate(suite.prompts)],
-    )
+    insert_rows(db, "prompts", ["suite_hash", "prompt_id", "position", "text", "negative", "tags", "role"],
+                [[suite.content_hash, p.id, i, p.text, p.negative, list(p.tags), p.role]
+                 for i, p in enumerate(suite.prompts)])
 
 
 def plan_grid(store, run: str, suite: Suite, options: GridOptions) -> int:
@@ -146,11 +146,7 @@ def plan_grid(store, run: str, suite: Suite, options: GridOptions) -> int:
             links.append([run, suite.content_hash, prompt_id, key])
     with store.transaction() as db:
         register_suite(db, suite)
-        if work:
-            db.executemany(
-                "INSERT INTO work (key, checkpoint, base, prompt, negative, seed, cfg, steps, sampler, width, height, "
-                "lora_scale, clip_skip, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING", work)
-            db.executemany("INSERT INTO grid_cells (run, suite_hash, prompt_id, key) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT DO NOTHING", links)
+        insert_rows(db, "work", ["key", "checkpoint", "base", "prompt", "negative", "seed", "cfg", "steps", "sampler",
+                                 "width", "height", "lora_scale", "clip_skip", "precision"], work)
+        insert_rows(db, "grid_cells", ["run", "suite_hash", "prompt_id", "key"], links)
     return len(work)

@@ -189,10 +189,14 @@ class WeightPatcher:
     def __init__(self, pipe):
         self.pipe = pipe
         self._backup: dict[tuple[str, str], torch.Tensor] = {}
+        self._params: dict[tuple[str, str], torch.nn.Parameter] = {}
         self._patched: set[tuple[str, str]] = set()
 
     def _weight(self, component: str, module: str) -> torch.nn.Parameter:
-        return getattr(self.pipe, component).get_submodule(module).weight
+        slot = (component, module)
+        if slot not in self._params:
+            self._params[slot] = getattr(self.pipe, component).get_submodule(module).weight
+        return self._params[slot]
 
     def apply(self, path, layers: list[LoraLayer], strength: float) -> None:
         """Restore the base, then add each layer's delta times `strength`."""

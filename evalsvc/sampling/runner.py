@@ -17,6 +17,7 @@ import torch
 
 from ..catalog import CheckpointRow, mark_failed
 from ..errors import CheckpointError, InputError
+from ..store.bulk import insert_rows
 from ..suites import Suite
 from .engine import CellSpec, PromptCache, decode_latents, denoise
 from .grid import GridOptions, grid_checkpoints, plan_grid
@@ -91,8 +92,10 @@ def _batches(cells: list[PendingCell], size: int):
     for pending in cells:
         groups[pending.cell.batch_group].append(pending)
     for group in groups.values():
-        for i in range(0, len(group), size):
-            yield group[i:i + size]
+        count = -(-len(group) // size)  # as few batches as `size` allows, of nearly equal length
+        step = -(-len(group) // count)
+        for i in range(0, len(group), step):
+            yield group[i:i + step]
 
 
 def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float) -> str:
@@ -153,8 +156,8 @@ class ResultSink:
             rel, digest = self.images.put(data)
             rows.append((key, rel, digest, infotext, seconds))
         with self.store.transaction() as db:
-            db.executemany("INSERT INTO samples (key, image_path, image_sha256, infotext, seconds) "
-                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [list(r) for r in rows])
+            insert_rows(db, "samples", ["key", "image_path", "image_sha256", "infotext", "seconds"],
+                        [list(r) for r in rows])
             db.execute("UPDATE work SET state = 'done', lease_owner = NULL, error = NULL "
                        "WHERE key IN (SELECT unnest(?::VARCHAR[]))", [[r[0] for r in rows]])
 
@@ -173,7 +176,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
     """Sample every pending cell, checkpoint by checkpoint, loading the base once."""
     report = SampleReport()
     device = config.device or default_device()
-    batch_size = config.batch_size or (32 if device.startswith("cuda") else 8)
+    batch_size = config.batch_size or (32 if device.startswith("cuda") else 24)
     dtype = getattr(torch, options.precision)
     order = sorted(pending, key=lambda sha: (sha != (base.sha256 if base else None),
                                              rows[sha].ema, rows[sha].epoch or 0, rows[sha].file_name))
