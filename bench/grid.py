@@ -68,6 +68,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from evalsvc.sampling.runner import batch_lengths, default_batch_size  # noqa: E402
+
 TARGETS = {"speedup_vs_naive": 4.0, "overhead_vs_floor": 1.15, "switch_speedup": 20.0}
 ISSUE_SD15_TFLOP_PER_IMAGE = 42.7
 PROMPTS = ("a red circle on a blue background", "a green square on the left", "a yellow triangle at the top",
@@ -208,7 +210,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--cfgs", type=int, default=3, help="number of CFG values, spread over 4..10")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on CPU, 25 on GPU (sd15: 25)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 CPU, 32 GPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (24 CPU, 32 GPU)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
                         help="default: bfloat16 on GPU, float32 on CPU")
@@ -244,7 +246,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         models = tuple(m for m in models if m not in skipped)
     return BenchConfig(
         models=models, epochs=args.epochs, prompts=args.prompts, seeds=args.seeds, cfgs=args.cfgs,
-        steps=args.steps, batch_size=args.batch_size or (32 if on_gpu else 8), device=device, precision=precision,
+        steps=args.steps, batch_size=args.batch_size or default_batch_size(device), device=device, precision=precision,
         naive_sample=args.naive_sample if args.naive_sample is not None else (12 if on_gpu else 3),
         switch_reps=args.switch_reps, rank=args.rank,
         threads=args.threads if args.threads is not None else (0 if on_gpu else 1),
@@ -338,9 +340,7 @@ class Fixture:
 
     def batch_sizes(self, batch_size: int) -> list[int]:
         """The engine's batches: per checkpoint row, its cells in slices of `batch_size`."""
-        n = len(self.cells)
-        one_row = [min(batch_size, n - i) for i in range(0, n, batch_size)]
-        return one_row * self.rows
+        return batch_lengths(len(self.cells), batch_size) * self.rows
 
 
 def count_flops_per_image(pipe, side: int, steps: int) -> float:

@@ -199,33 +199,37 @@ class WeightPatcher:
         return self._params[slot]
 
     def apply(self, path, layers: list[LoraLayer], strength: float) -> None:
-        """Restore the base, then add each layer's delta times `strength`."""
-        self.restore()
-        for layer in layers:
-            weight = self._weight(layer.component, layer.module)
-            try:
-                delta = layer.delta(weight.shape, weight.device)
-            except (RuntimeError, ValueError):
-                self.restore()
-                raise CheckpointError(
-                    path, f"LoRA layer {layer.component}.{layer.module} has shapes {tuple(layer.up.shape)} x "
-                          f"{tuple(layer.down.shape)} that do not fit the base weight {tuple(weight.shape)}; "
-                          "the LoRA was trained for another architecture") from None
-            slot = (layer.component, layer.module)
-            if slot not in self._backup:
-                self._backup[slot] = weight.detach().clone()
-            pristine = self._backup[slot]
-            with torch.no_grad():
-                patched = pristine.float() + strength * delta
-                weight.copy_(patched.to(weight.dtype))
-            self._patched.add(slot)
+        """Set each layer's weight to its pristine value plus `strength` times its delta; every other
+        weight changed by an earlier apply goes back to pristine."""
+        targets = {(layer.component, layer.module) for layer in layers}
+        self._restore(self._patched - targets)  # the rest are rewritten from their backups below
+        with torch.no_grad():
+            for layer in layers:
+                slot = (layer.component, layer.module)
+                weight = self._weight(*slot)
+                try:
+                    delta = layer.delta(weight.shape, weight.device)
+                except (RuntimeError, ValueError):
+                    self.restore()
+                    raise CheckpointError(
+                        path, f"LoRA layer {layer.component}.{layer.module} has shapes {tuple(layer.up.shape)} x "
+                              f"{tuple(layer.down.shape)} that do not fit the base weight {tuple(weight.shape)}; "
+                              "the LoRA was trained for another architecture") from None
+                if slot not in self._backup:
+                    self._backup[slot] = weight.detach().clone()
+                pristine = self._backup[slot]
+                weight.copy_((pristine.float() + strength * delta).to(weight.dtype))
+                self._patched.add(slot)
 
     def restore(self) -> None:
         """Copy the pristine weights back into every module changed since the last restore."""
+        self._restore(set(self._patched))
+
+    def _restore(self, slots: set[tuple[str, str]]) -> None:
         with torch.no_grad():
-            for slot in self._patched:
+            for slot in slots:
                 self._weight(*slot).copy_(self._backup[slot])
-        self._patched.clear()
+        self._patched -= slots
 
     def patched_components(self) -> set[str]:
         return {component for component, _ in self._patched}

@@ -87,15 +87,26 @@ def _pending(db, run: str, suite_hash: str) -> dict[str, list[PendingCell]]:
     return by_checkpoint
 
 
+def default_batch_size(device: str) -> int:
+    return 32 if device.startswith("cuda") else 24
+
+
+def batch_lengths(count: int, size: int) -> list[int]:
+    """Split `count` cells into as few batches as `size` allows, of nearly equal length."""
+    batches = -(-count // size)
+    step = -(-count // batches) if batches else 0
+    return [min(step, count - i) for i in range(0, count, step)] if count else []
+
+
 def _batches(cells: list[PendingCell], size: int):
     groups: dict[tuple, list[PendingCell]] = defaultdict(list)
     for pending in cells:
         groups[pending.cell.batch_group].append(pending)
     for group in groups.values():
-        count = -(-len(group) // size)  # as few batches as `size` allows, of nearly equal length
-        step = -(-len(group) // count)
-        for i in range(0, len(group), step):
-            yield group[i:i + step]
+        start = 0
+        for length in batch_lengths(len(group), size):
+            yield group[start:start + length]
+            start += length
 
 
 def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float) -> str:
@@ -176,7 +187,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
     """Sample every pending cell, checkpoint by checkpoint, loading the base once."""
     report = SampleReport()
     device = config.device or default_device()
-    batch_size = config.batch_size or (32 if device.startswith("cuda") else 24)
+    batch_size = config.batch_size or default_batch_size(device)
     dtype = getattr(torch, options.precision)
     order = sorted(pending, key=lambda sha: (sha != (base.sha256 if base else None),
                                              rows[sha].ema, rows[sha].epoch or 0, rows[sha].file_name))
