@@ -111,7 +111,7 @@ class _PeftAlphas:
         return float(value) if value is not None else float(rank)
 
 
-def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
+def _kohya_layers(path, tensors, pipe, lookups: dict[str, dict[str, str]]) -> list[LoraLayer]:
     from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
 
     if any(k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block")) for k in tensors):
@@ -119,7 +119,6 @@ def _kohya_layers(path, tensors, pipe) -> list[LoraLayer]:
         # (what `load_lora_weights` uses) renames them to diffusers blocks.
         tensors = _maybe_map_sgm_blocks_to_diffusers(dict(tensors), pipe.unet.config)
         tensors = {_rename_sgm(k) if k.startswith("lora_unet_") else k: v for k, v in tensors.items()}
-    lookups: dict[str, dict[str, str]] = {}
     layers = []
     for key in sorted(tensors):
         if not key.endswith(".lora_down.weight"):
@@ -172,10 +171,14 @@ def _peft_layers(path, tensors, metadata, pipe) -> list[LoraLayer]:
     return layers
 
 
-def read_lora_layers(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], pipe) -> list[LoraLayer]:
-    """The layers of a kohya- or PEFT-format LoRA, resolved against `pipe`'s modules."""
+def read_lora_layers(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], pipe,
+                     lookups: dict[str, dict[str, str]] | None = None) -> list[LoraLayer]:
+    """The layers of a kohya- or PEFT-format LoRA, resolved against `pipe`'s modules.
+
+    `lookups` caches kohya's flattened module names per component across calls on one pipeline.
+    """
     if any(k.startswith("lora_") for k in tensors):
-        layers = _kohya_layers(path, tensors, pipe)
+        layers = _kohya_layers(path, tensors, pipe, {} if lookups is None else lookups)
     else:
         layers = _peft_layers(path, tensors, metadata, pipe)
     if not layers:
@@ -207,19 +210,32 @@ class WeightPatcher:
             for layer in layers:
                 slot = (layer.component, layer.module)
                 weight = self._weight(*slot)
+                if slot not in self._backup:
+                    self._backup[slot] = weight.detach().clone()
+                pristine = self._backup[slot]
                 try:
-                    delta = layer.delta(weight.shape, weight.device)
+                    self._patch(weight, pristine, layer, strength)
                 except (RuntimeError, ValueError):
                     self.restore()
                     raise CheckpointError(
                         path, f"LoRA layer {layer.component}.{layer.module} has shapes {tuple(layer.up.shape)} x "
                               f"{tuple(layer.down.shape)} that do not fit the base weight {tuple(weight.shape)}; "
                               "the LoRA was trained for another architecture") from None
-                if slot not in self._backup:
-                    self._backup[slot] = weight.detach().clone()
-                pristine = self._backup[slot]
-                weight.copy_((pristine.float() + strength * delta).to(weight.dtype))
                 self._patched.add(slot)
+
+    @staticmethod
+    def _patch(weight: torch.Tensor, pristine: torch.Tensor, layer: LoraLayer, strength: float) -> None:
+        """weight = pristine + strength * delta, computed in float32."""
+        scale = strength * layer.alpha / layer.rank
+        if weight.dtype == torch.float32 and weight.dim() in (2, 4) and weight.shape[2:] in ((), (1, 1)):
+            # One fused op for linear and 1x1-conv weights: W = W0 + scale * up @ down.
+            up = layer.up.to(weight.device, torch.float32).reshape(layer.up.shape[0], -1)
+            down = layer.down.to(weight.device, torch.float32).reshape(layer.rank, -1)
+            rows = weight.shape[0]
+            torch.addmm(pristine.view(rows, -1), up, down, alpha=scale, out=weight.view(rows, -1))
+        else:
+            delta = layer.delta(weight.shape, weight.device)
+            weight.copy_((pristine.float() + strength * delta).to(weight.dtype))
 
     def restore(self) -> None:
         """Copy the pristine weights back into every module changed since the last restore."""

@@ -85,6 +85,7 @@ class CheckpointSwitcher:
         self.dtype = dtype
         self.base = load_pipeline(base, device, dtype)
         self.patcher = WeightPatcher(self.base)
+        self._module_names: dict[str, dict[str, str]] = {}
 
     def activate(self, row: CheckpointRow, lora_scale: float):
         """(pipeline, text-encoder state name) with `row`'s weights in effect."""
@@ -100,7 +101,7 @@ class CheckpointSwitcher:
                 self.patcher.restore()
                 raise
             try:
-                layers = read_lora_layers(row.path, tensors, row.metadata, self.base)
+                layers = read_lora_layers(row.path, tensors, row.metadata, self.base, self._module_names)
                 self.patcher.apply(row.path, layers, lora_scale)
             except CheckpointError:
                 self.patcher.restore()

@@ -94,8 +94,10 @@ def default_batch_size(device: str) -> int:
 def batch_lengths(count: int, size: int) -> list[int]:
     """Split `count` cells into as few batches as `size` allows, of nearly equal length."""
     batches = -(-count // size)
-    step = -(-count // batches) if batches else 0
-    return [min(step, count - i) for i in range(0, count, step)] if count else []
+    if not batches:
+        return []
+    base, extra = divmod(count, batches)
+    return [base + 1] * extra + [base] * (batches - extra)
 
 
 def _batches(cells: list[PendingCell], size: int):
