@@ -138,6 +138,35 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from .sampling.runner import RunnerConfig
+    from .store import open_store
+    from .suites import load_suite
+    from .watch import WatchConfig, watch
+
+    suite = load_suite(args.suite)
+    options = grid_options(args)
+    config = WatchConfig(interval=args.interval, stable_seconds=args.stable_seconds, max_idle=args.max_idle)
+    runner = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    failed = 0
+    with open_store(args.store) as store:
+        print(f"watching {args.folder} for run {args.run!r} (suite {suite.name!r}); Ctrl-C stops", flush=True)
+        for event in watch(store, args.folder, args.run, suite, options, runner, config, base=args.base):
+            if event.kind == "new":
+                print(f"new checkpoint {event.path}", flush=True)
+            elif event.kind == "known":
+                print(f"known checkpoint {event.path}: {event.detail}", flush=True)
+            elif event.kind == "refused":
+                print(f"skipped {event.path}: {event.detail}", file=sys.stderr, flush=True)
+            elif event.kind == "sampled":
+                failed += event.report.failed
+                print(f"sampled {event.report.sampled} cells ({event.report.failed} failed); "
+                      f"grid has {event.report.cells_total}", flush=True)
+            else:
+                print(f"stopping: {event.detail}", flush=True)
+    return 1 if failed else 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -180,6 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("watch", help="evaluate each checkpoint a trainer writes into a folder, once it is complete")
+    _store_arg(p)
+    p.add_argument("folder", type=Path, help="the trainer's output folder")
+    p.add_argument("--run", required=True)
+    p.add_argument("--suite", required=True, help="as for `sample`")
+    p.add_argument("--base", type=Path, help="base model, when the run has none yet")
+    add_grid_arguments(p)
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between scans (default 5)")
+    p.add_argument("--stable-seconds", type=float, default=2.0,
+                   help="a file must be unchanged this long before it is read (default 2)")
+    p.add_argument("--max-idle", type=float, help="stop after this many seconds without a new checkpoint")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_watch)
+
     p = sub.add_parser("status", help="runs, checkpoints and grid completion")
     _store_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -205,7 +250,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("add", "sample", "demo"):
+    if args.command in ("add", "sample", "watch", "demo"):
         _quiet_libraries()
     try:
         return args.func(args)
