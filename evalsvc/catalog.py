@@ -39,12 +39,8 @@ class CheckpointRow(A1111Hashes):
 
     @property
     def stem(self) -> str:
+        """The name people use: the file stem, or a diffusers folder's name."""
         return Path(self.file_name).stem if self.kind != "diffusers" else self.file_name
-
-    @property
-    def label(self) -> str:
-        """A short human name: file stem, or 'base'."""
-        return self.stem
 
 
 @dataclass

@@ -20,7 +20,7 @@ def store_status(db) -> dict:
             "name": name,
             "checkpoints": len(rows),
             "failed_checkpoints": sum(r.status == "failed" for r in rows),
-            "base": next((r.label for r in rows if r.role == "base"), None),
+            "base": next((r.stem for r in rows if r.role == "base"), None),
             "suites": suites,
             "cells_done": counts.get("done", 0),
             "cells_failed": counts.get("failed", 0),

@@ -35,6 +35,8 @@ def test_second_writer_is_told_the_owner_pid(tmp_path):
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreInUseError, match=f"in use by PID {holder.pid}"):
             open_store(root)
+        with pytest.raises(StoreInUseError, match=f"in use by PID {holder.pid}"):
+            open_store(root, read_only=True)  # `evalsvc status` while a sampler runs
     finally:
         holder.communicate("\n", timeout=30)
     open_store(root).close()  # released when the owner exits

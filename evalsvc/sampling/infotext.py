@@ -23,7 +23,6 @@ class Infotext:
     model: str | None = None
     clip_skip: int | None = None
     lora_hashes: tuple[tuple[str, str], ...] = ()  # (file stem, short hash)
-    lora_strength: float | None = None
 
     def render(self) -> str:
         fields = [
@@ -37,7 +36,6 @@ class Infotext:
             ("Model", self.model),
             ("Clip skip", self.clip_skip if self.clip_skip and self.clip_skip > 1 else None),
             ("Lora hashes", ", ".join(f"{stem}: {h}" for stem, h in self.lora_hashes) or None),
-            ("Lora strength", _number(self.lora_strength) if self.lora_strength is not None else None),
             ("Version", f"evalsvc {__version__}"),
         ]
         params = ", ".join(f"{key}: {_quote(value)}" for key, value in fields if value not in (None, ""))

@@ -111,7 +111,7 @@ class CheckpointSwitcher:
         if row.kind == "unet":
             return self._with_unet(row), "base"
         if row.arch != self.base_row.arch:
-            raise CheckpointError(row.path, f"checkpoint is {row.arch} but the run's base {self.base_row.label} "
+            raise CheckpointError(row.path, f"checkpoint is {row.arch} but the run's base {self.base_row.stem} "
                                             f"is {self.base_row.arch}")
         config = self.base_row.path if self.base_row.kind == "diffusers" else self.base_row.config_path
         return load_pipeline(row, self.device, self.dtype, config), f"pipeline:{row.sha256}"

@@ -210,7 +210,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                 sink.failed([c.key for c in cells], exc.reason)
                 report.failed += len(cells)
                 report.failures.append((row.path, exc.reason))
-                progress.update(len(cells), row.label)
+                progress.update(len(cells), row.stem)
                 if switcher is None and (base is None or sha == base.sha256):
                     break
                 continue
@@ -226,7 +226,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                     results.append((p.key, png_bytes(img, text), text, per_image))
                 sink.done(results)
                 report.sampled += len(batch)
-                progress.update(len(batch), row.label)
+                progress.update(len(batch), row.stem)
     finally:
         if switcher is not None:
             switcher.close()
