@@ -107,7 +107,11 @@ def list_runs(db) -> list[str]:
 
 
 def _insert(db, info: CheckpointInfo, config_path: str | None) -> bool:
+    """Record a checkpoint; for known content, adding it again clears an earlier failure (so the
+    next `sample` retries it) and sets a newly given config folder."""
     if db.execute("SELECT 1 FROM checkpoints WHERE sha256 = ?", [info.sha256]).fetchone():
+        db.execute("UPDATE checkpoints SET status = 'ok', error = NULL, config_path = coalesce(?, config_path) "
+                   "WHERE sha256 = ?", [config_path, info.sha256])
         return False
     db.execute(
         f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",

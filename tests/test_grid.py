@@ -119,3 +119,42 @@ def test_sdxl_grid_with_sgm_named_kohya_lora(tmp_path, sdxl_dir, sdxl_loras):
     base = by_ckpt.pop("tiny-sdxl")
     for images in by_ckpt.values():  # each LoRA changed the pixels of every cell
         assert all(not np.array_equal(images[k], base[k]) for k in base)
+
+
+def test_sample_runs_only_the_cells_it_was_asked_for(tmp_path, sd15_dir):
+    from evalsvc.sampling.grid import GridOptions, plan_grid
+    from evalsvc.sampling.runner import RunnerConfig, sample_run
+    from evalsvc.store import open_store
+    from evalsvc.suites import load_suite
+
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir)]) == 0
+    suite = load_suite("toy")
+    with open_store(store) as s:
+        left = plan_grid(s, "r", suite, GridOptions(seeds=(1,), steps=2, size=(128, 128)))  # planned, never sampled
+        report = sample_run(s, "r", suite, GridOptions(seeds=(1,), steps=2, size=(64, 64)), RunnerConfig(progress=False))
+        states = dict(s.db.execute("SELECT width, state FROM work GROUP BY ALL").fetchall())
+    assert (report.cells_total, report.sampled) == (4, 4) and len(left) == 4
+    assert states == {64: "done", 128: "pending"}
+    status = _status(store)["runs"][0]
+    assert (status["cells_done"], status["cells_total"]) == (4, 8)  # status shows every grid of the run
+
+
+def test_a_run_whose_checkpoints_all_failed_says_so(tmp_path, capsys):
+    from evalsvc.catalog import mark_failed
+    from evalsvc.store import open_store
+
+    store = tmp_path / "store"
+    lora = tmp_path / "x-000001.safetensors"
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 768),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(768, 4)}, lora,
+              metadata={"ss_base_model_version": "sd_v1"})
+    assert main(["add", "--store", str(store), "--run", "r", str(lora)]) == 0
+    with open_store(store) as s:
+        mark_failed(s.db, s.db.execute("SELECT sha256 FROM checkpoints").fetchone()[0], "tensor 'x' has 1 NaN/Inf values")
+    assert main(["sample", "--store", str(store), "--run", "r", "--suite", "toy", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoints" in err and "x-000001: tensor 'x' has 1 NaN/Inf values" in err

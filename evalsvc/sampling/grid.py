@@ -110,10 +110,17 @@ def _cells(suite: Suite, options: GridOptions, default_side: int):
 
 def grid_checkpoints(db, run: str) -> tuple[CheckpointRow | None, list[CheckpointRow]]:
     """The run's base and every usable checkpoint (the base included, as the reference row)."""
-    rows = [r for r in run_checkpoints(db, run) if r.status == "ok"]
-    if not rows and not db.execute("SELECT 1 FROM runs WHERE name = ?", [run]).fetchone():
+    registered = run_checkpoints(db, run)
+    rows = [r for r in registered if r.status == "ok"]
+    if not db.execute("SELECT 1 FROM runs WHERE name = ?", [run]).fetchone():
         raise InputError(f"unknown run {run!r}; register checkpoints with `evalsvc add PATH --run {run}`")
+    if not rows:
+        failed = "; ".join(f"{r.stem}: {r.error}" for r in registered if r.status != "ok")
+        raise InputError(f"run {run!r} has no usable checkpoints" + (f" (failed: {failed}); add a file again to "
+                                                                      "retry it" if failed else ""))
     base = run_base(db, run)
+    if base is not None and base.status != "ok":
+        raise InputError(f"run {run!r}: its base {base.stem} failed ({base.error}); add it again to retry it")
     if base is None and any(r.kind in ("lora", "unet") for r in rows):
         raise InputError(f"run {run!r} has LoRA or UNet-only checkpoints but no base model; "
                          f"add one with `evalsvc add --run {run} --base MODEL`")
@@ -130,9 +137,9 @@ def register_suite(db, suite: Suite) -> None:
                  for i, p in enumerate(suite.prompts)])
 
 
-def plan_grid(store, run: str, suite: Suite, options: GridOptions) -> int:
-    """Record the run's grid for `suite` as work items; returns the number of cells in the grid."""
-    base, rows = grid_checkpoints(store.db, run)
+def grid_plan(db, run: str, suite: Suite, options: GridOptions) -> tuple[list[list], list[list]]:
+    """The run's grid for `suite` as `work` and `grid_cells` rows, computed without writing."""
+    base, rows = grid_checkpoints(db, run)
     side = native_size(base or rows[0]) if (base or rows) else 512
     cells = list(_cells(suite, options, side))
     work, links = [], []
@@ -144,9 +151,15 @@ def plan_grid(store, run: str, suite: Suite, options: GridOptions) -> int:
                          cell.prompt, cell.negative, cell.seed, cell.cfg, cell.steps, cell.sampler,
                          cell.width, cell.height, scale, cell.clip_skip, options.precision])
             links.append([run, suite.content_hash, prompt_id, key])
+    return work, links
+
+
+def plan_grid(store, run: str, suite: Suite, options: GridOptions) -> list[str]:
+    """Record the run's grid for `suite` as work items; returns the keys of this grid's cells."""
+    work, links = grid_plan(store.db, run, suite, options)
     with store.transaction() as db:
         register_suite(db, suite)
         insert_rows(db, "work", ["key", "checkpoint", "base", "prompt", "negative", "seed", "cfg", "steps", "sampler",
                                  "width", "height", "lora_scale", "clip_skip", "precision"], work)
         insert_rows(db, "grid_cells", ["run", "suite_hash", "prompt_id", "key"], links)
-    return len(work)
+    return [row[0] for row in work]

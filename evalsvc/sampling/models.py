@@ -55,7 +55,11 @@ def load_pipeline(row: CheckpointRow, device: str, dtype: torch.dtype, config_pa
     except CheckpointError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(row.path, f"diffusers could not load it: {str(exc).splitlines()[0]}") from None
+        hint = ""
+        if row.kind == "full" and not config_path:
+            hint = ("; a single file needs its architecture's configs: register it with "
+                    "`evalsvc add --run RUN --base FILE --config DIFFUSERS_FOLDER`")
+        raise CheckpointError(row.path, f"diffusers could not load it: {str(exc).splitlines()[0]}{hint}") from None
     _check_parameters_finite(row.path, pipe)
     pipe.set_progress_bar_config(disable=True)
     return _for_sampling(pipe.to(device))

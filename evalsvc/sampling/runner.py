@@ -72,13 +72,14 @@ def recover(store) -> int:
     return image_store(store).sweep(referenced)
 
 
-def _pending(db, run: str, suite_hash: str) -> dict[str, list[PendingCell]]:
+def _pending(db, keys: list[str]) -> dict[str, list[PendingCell]]:
+    """The cells among `keys` not done yet, per checkpoint, in a stable order."""
     rows = db.execute(
         "SELECT w.key, w.checkpoint, w.prompt, w.negative, w.seed, w.cfg, w.steps, w.sampler, w.width, w.height, "
-        "w.clip_skip, w.lora_scale FROM grid_cells g JOIN work w ON w.key = g.key "
-        "WHERE g.run = ? AND g.suite_hash = ? AND w.state IN ('pending', 'failed') "
+        "w.clip_skip, w.lora_scale FROM work w WHERE w.key IN (SELECT unnest(?::VARCHAR[])) "
+        "AND w.state IN ('pending', 'failed') "
         "ORDER BY w.steps, w.sampler, w.width, w.height, w.prompt, w.seed, w.cfg",
-        [run, suite_hash],
+        [keys],
     ).fetchall()
     by_checkpoint: dict[str, list[PendingCell]] = defaultdict(list)
     for key, checkpoint, prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip, scale in rows:
@@ -237,12 +238,12 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
 
 def sample_run(store, run: str, suite: Suite, options: GridOptions, config: RunnerConfig = RunnerConfig()) -> SampleReport:
     """Plan the grid of `run` on `suite`, then sample every cell not yet done."""
-    total = plan_grid(store, run, suite, options)
+    keys = plan_grid(store, run, suite, options)
     recover(store)
     base, rows = grid_checkpoints(store.db, run)
     by_sha = {r.sha256: r for r in rows}
-    pending = _pending(store.db, run, suite.content_hash)
+    pending = _pending(store.db, keys)
     pending = {sha: cells for sha, cells in pending.items() if sha in by_sha}
     report = execute(pending, by_sha, base, options, config, ResultSink(store))
-    report.cells_total = total
+    report.cells_total = len(keys)
     return report

@@ -103,21 +103,21 @@ def sample_distributed(root, run: str, suite, options, config):
     from accelerate import PartialState
 
     from ..store import open_store
-    from .grid import grid_checkpoints, plan_grid
+    from .grid import grid_checkpoints, grid_plan, plan_grid
     from .imagestore import ImageStore
     from .runner import _pending, execute, recover
 
     # Without a GPU, accelerate joins the ranks over gloo only when asked for the CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
-    total = 0
     if state.is_main_process:
         with open_store(root) as store:
-            total = plan_grid(store, run, suite, options)
+            plan_grid(store, run, suite, options)
             recover(store)
     state.wait_for_everyone()
     with open_store(root, create=False, read_only=True) as store:
+        keys = [row[0] for row in grid_plan(store.db, run, suite, options)[0]]
         base, rows = grid_checkpoints(store.db, run)
-        pending = _pending(store.db, run, suite.content_hash)
+        pending = _pending(store.db, keys)
         layout = store.layout
     by_sha = {r.sha256: r for r in rows}
     shas = sorted(sha for sha in pending if sha in by_sha)
@@ -131,5 +131,5 @@ def sample_distributed(root, run: str, suite, options, config):
     if state.is_main_process:
         with open_store(root) as store:
             ingest_shards(store)
-    report.cells_total = total
+    report.cells_total = len(keys)
     return report
