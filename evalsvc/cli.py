@@ -167,6 +167,37 @@ def cmd_watch(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_train(args) -> int:
+    from trainer.config import load_config
+    from trainer.train import train
+
+    from .store import open_store
+
+    config = load_config(args.config)
+    store = open_store(args.store) if args.store is not None else None
+    try:
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="step", desc="training", dynamic_ncols=True)
+        for event in train(config, store):
+            if event.kind == "step" and bar is not None:
+                bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}", refresh=False)
+                bar.update(1)
+            elif event.kind == "epoch":
+                names = ", ".join(p.name for p in event.paths)
+                (bar.write if bar is not None else print)(f"epoch {event.epoch} (step {event.step}): saved {names}")
+        if bar is not None:
+            bar.close()
+    finally:
+        if store is not None:
+            store.close()
+    print(f"checkpoints in {config.train.output_dir}" + (f"; registered in run {config.train.output_name!r}"
+                                                         if args.store is not None else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -230,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("train", help="train a LoRA from a TOML config; saves raw and EMA weights every epoch")
+    p.add_argument("config", type=Path, help="trainer TOML config")
+    p.add_argument("--store", type=Path, default=None,
+                   help="register every saved checkpoint and the loss log in this store")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="build the offline toy models, register LoRA epochs and sample a grid")
     _store_arg(p)
     p.add_argument("--no-progress", action="store_true")
@@ -250,7 +288,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("add", "sample", "watch", "demo"):
+    if args.command in ("add", "sample", "watch", "train", "demo"):
         _quiet_libraries()
     try:
         return args.func(args)

@@ -99,4 +99,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0004_losses",
+        """
+        CREATE TABLE losses (
+            run TEXT NOT NULL,
+            step BIGINT NOT NULL,
+            epoch INTEGER NOT NULL,
+            loss DOUBLE NOT NULL,
+            lr DOUBLE,
+            PRIMARY KEY (run, step)
+        );
+        """,
+    ),
 )

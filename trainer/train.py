@@ -1,0 +1,220 @@
+"""The LoRA training loop: yields its progress; saves raw and EMA weights at every epoch.
+
+Called as `evalsvc train CONFIG.toml` or from tests with a `TrainConfig`. Mixed precision and
+gradient accumulation go through accelerate. When a store is given, every saved checkpoint is
+registered under the run named `train.output_name`, with the base model, and the step-wise loss
+is recorded, so the evaluator and the app can use both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from evalsvc.errors import InputError
+
+from .config import TrainConfig
+from .dataset import ImageDataset, bucket_batches
+from .ema import EMA
+from .network import add_lora, lora_tensors
+from .noise import min_snr_weights, offset_noise
+from .save import kohya_state_dict, write_atomically
+from .schedules import make_lr_scheduler, make_optimizer
+
+
+@dataclass
+class TrainEvent:
+    kind: str  # "step" | "epoch" | "done"
+    epoch: int = 0
+    step: int = 0
+    loss: float = 0.0
+    lr: float = 0.0
+    paths: list[Path] = field(default_factory=list)
+
+
+def _load_base(config: TrainConfig):
+    import diffusers
+
+    base = Path(config.model.base)
+    index = base / "model_index.json"
+    if not index.exists():
+        raise InputError(f"model.base = {str(base)!r}: the trainer needs a diffusers folder (with model_index.json)")
+    cls_name = json.loads(index.read_text())["_class_name"]
+    arch = "sdxl" if "XL" in cls_name else "sd15"
+    if config.model.arch not in (None, arch):
+        raise InputError(f"model.arch = {config.model.arch!r}, but {base} is {arch}")
+    cls = diffusers.StableDiffusionXLPipeline if arch == "sdxl" else diffusers.StableDiffusionPipeline
+    extra = {} if arch == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
+    return cls.from_pretrained(base, **extra), arch
+
+
+def _encode(pipe, captions: list[str], buckets: list[tuple[int, int]], device):
+    """Text conditioning as the deployment pipeline computes it (SDXL: both encoders, pooled, time ids)."""
+    if getattr(pipe, "text_encoder_2", None) is None:
+        embeds, _ = pipe.encode_prompt(captions, device, 1, False)
+        return embeds, None
+    embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device, num_images_per_prompt=1,
+                                              do_classifier_free_guidance=False)
+    time_ids = torch.tensor([[h, w, 0, 0, h, w] for w, h in buckets], dtype=embeds.dtype, device=device)
+    return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _metadata(config: TrainConfig, arch: str, session: str, epoch: int, step: int, ema: bool,
+              dataset: ImageDataset, started: float) -> dict[str, str]:
+    net, train = config.network, config.train
+    alpha = net.alpha if net.alpha is not None else net.rank
+    resolution = config.dataset.resolution
+    return {
+        "ss_session_id": session,
+        "ss_output_name": train.output_name,
+        "ss_epoch": str(epoch),
+        "ss_steps": str(step),
+        "ss_num_epochs": str(train.epochs),
+        "ss_training_started_at": str(started),
+        "ss_training_finished_at": str(time.time()),
+        "ss_learning_rate": str(train.learning_rate),
+        "ss_unet_lr": str(net.unet_lr or train.learning_rate),
+        "ss_text_encoder_lr": str(net.text_encoder_lr or train.learning_rate) if net.train_text_encoder else "None",
+        "ss_optimizer": train.optimizer,
+        "ss_lr_scheduler": train.scheduler,
+        "ss_lr_warmup_steps": str(train.warmup_steps),
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(net.rank),
+        "ss_network_alpha": str(float(alpha)),
+        "ss_network_dropout": str(net.dropout),
+        "ss_num_train_images": str(dataset.counts.images),
+        "ss_base_model_version": "sdxl_base_v1-0" if arch == "sdxl" else "sd_v1",
+        "ss_mixed_precision": train.mixed_precision,
+        "ss_seed": str(train.seed),
+        "ss_noise_offset": str(train.noise_offset) if train.noise_offset else "None",
+        "ss_min_snr_gamma": str(train.min_snr_gamma) if train.min_snr_gamma else "None",
+        "ss_resolution": str((resolution, resolution)),
+        "ss_sd_model_name": Path(config.model.base).name,
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-xl-v1-base/lora" if arch == "sdxl" else "stable-diffusion-v1/lora",
+        "modelspec.title": train.output_name,
+        "evalsvc.ema": "true" if ema else "false",
+        "evalsvc.config": json.dumps(config.to_dict()),
+    }
+
+
+def checkpoint_path(config: TrainConfig, epoch: int, ema: bool) -> Path:
+    """kohya's per-epoch name; EMA files carry an `ema` token: `name-ema-000003.safetensors`."""
+    stem = f"{config.train.output_name}-ema" if ema else config.train.output_name
+    return Path(config.train.output_dir) / f"{stem}-{epoch:06d}.safetensors"
+
+
+def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
+    """Train a LoRA as `config` says; yields each optimizer step and each saved epoch."""
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+
+    if config.network.kind != "lora":
+        raise InputError(f"network.kind = {config.network.kind!r}: this trainer version trains LoRAs only")
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                              gradient_accumulation_steps=config.train.gradient_accumulation,
+                              cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.train.seed)
+    dataset = ImageDataset.from_config(config.dataset, seed=config.train.seed)
+    pipe, arch = _load_base(config)
+    pipe.set_progress_bar_config(disable=True)
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, component, None) is not None:
+            getattr(pipe, component).requires_grad_(False)
+    net = config.network
+    alpha = float(net.alpha if net.alpha is not None else net.rank)
+    params = add_lora(pipe, net.rank, alpha, net.dropout, net.train_text_encoder)
+    groups = [{"params": params["unet"], "lr": net.unet_lr or config.train.learning_rate}]
+    for component in ("text_encoder", "text_encoder_2"):
+        if component in params:
+            groups.append({"params": params[component], "lr": net.text_encoder_lr or config.train.learning_rate})
+    trainable = [p for g in groups for p in g["params"]]
+    if config.train.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+
+    batches_per_epoch = len(bucket_batches(dataset, config.train.batch_size, config.train.seed, 1))
+    steps_per_epoch = math.ceil(batches_per_epoch / config.train.gradient_accumulation)
+    total_steps = steps_per_epoch * config.train.epochs
+    optimizer = make_optimizer(groups, config.train.optimizer, config.train.learning_rate)
+    scheduler = make_lr_scheduler(optimizer, config.train.scheduler, config.train.warmup_steps, total_steps,
+                                  config.train.restarts)
+    unet, optimizer, scheduler = accelerator.prepare(pipe.unet, optimizer, scheduler)
+    device = accelerator.device
+    pipe.to(device)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    prediction = noise_scheduler.config.prediction_type
+    alphas_cumprod = noise_scheduler.alphas_cumprod
+    ema = EMA({f"{i}": p for i, p in enumerate(trainable)}, config.ema.decay, config.ema.update_every) \
+        if config.ema.enabled else None
+    generator = torch.Generator().manual_seed(config.train.seed)
+    session, started, step = str(uuid.uuid4().int % 10**10), time.time(), 0
+    losses = []
+
+    for epoch in range(1, config.train.epochs + 1):
+        unet.train()
+        for batch in bucket_batches(dataset, config.train.batch_size, config.train.seed, epoch):
+            items = [dataset.get(k, epoch) for k in batch]
+            pixels = torch.stack([item["pixels"] for item in items]).to(device, pipe.vae.dtype)
+            with torch.no_grad():
+                latents = pipe.vae.encode(pixels).latent_dist.sample(generator=generator)
+            latents = latents * pipe.vae.config.scaling_factor
+            noise = offset_noise(latents.shape, config.train.noise_offset, generator).to(device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(items),), generator=generator)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps.to(device))
+            with accelerator.accumulate(unet):
+                context, added = _encode(pipe, [item["caption"] for item in items], [item["bucket"] for item in items],
+                                         device)
+                pred = unet(noisy, timesteps.to(device), encoder_hidden_states=context, added_cond_kwargs=added).sample
+                target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+                loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                if config.train.min_snr_gamma:
+                    loss = loss * min_snr_weights(alphas_cumprod, timesteps, config.train.min_snr_gamma,
+                                                  prediction).to(loss.device)
+                loss = loss.mean()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, config.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                if ema is not None:
+                    ema.step(step)
+                lr = scheduler.get_last_lr()[0]
+                value = loss.detach().item()
+                losses.append([config.train.output_name, step, epoch, value, lr])
+                yield TrainEvent("step", epoch, step, value, lr)
+        paths = [_save(pipe, config, arch, session, epoch, step, False, dataset, started, alpha)]
+        if ema is not None:
+            with ema.swapped_in():
+                paths.append(_save(pipe, config, arch, session, epoch, step, True, dataset, started, alpha))
+        if store is not None:
+            _register(store, config, paths, losses)
+            losses = []
+        yield TrainEvent("epoch", epoch, step, paths=paths)
+    yield TrainEvent("done", config.train.epochs, step)
+
+
+def _save(pipe, config, arch, session, epoch, step, ema, dataset, started, alpha) -> Path:
+    state = kohya_state_dict(pipe, lora_tensors(pipe, alpha))
+    meta = _metadata(config, arch, session, epoch, step, ema, dataset, started)
+    return write_atomically(state, meta, checkpoint_path(config, epoch, ema))
+
+
+def _register(store, config: TrainConfig, paths: list[Path], losses: list[list]) -> None:
+    from evalsvc.catalog import add_checkpoints
+    from evalsvc.store.bulk import insert_rows
+
+    report = add_checkpoints(store, paths, config.train.output_name, base=Path(config.model.base))
+    if report.refused:
+        raise InputError("; ".join(f"{p}: {r}" for p, r in report.refused))
+    with store.transaction() as db:
+        insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], losses)
