@@ -1,4 +1,4 @@
-"""Per-epoch checkpoints in kohya's file and key layout, written atomically (temp file, then rename)."""
+"""Per-epoch checkpoint files written atomically (temp file, fsync, then rename), with kohya's `sshs_model_hash`."""
 
 from __future__ import annotations
 
@@ -8,22 +8,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save
-
-
-def kohya_state_dict(pipe, tensors) -> dict[str, torch.Tensor]:
-    from evalsvc.toy.lora_files import _sgm_prefixes, kohya_lora_name
-    from evalsvc.toy.single_file import is_sdxl
-
-    sdxl = is_sdxl(pipe)
-    sgm = _sgm_prefixes(pipe.unet) if sdxl else None
-    out = {}
-    for component, modules in tensors.items():
-        for module, (down, up, alpha) in modules.items():
-            key = kohya_lora_name(component, module, sdxl=sdxl, sgm_prefixes=sgm)
-            out[f"{key}.lora_down.weight"] = down.contiguous()
-            out[f"{key}.lora_up.weight"] = up.contiguous()
-            out[f"{key}.alpha"] = torch.tensor(float(alpha))
-    return out
 
 
 def write_atomically(state: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:

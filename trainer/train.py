@@ -25,7 +25,9 @@ from .dataset import ImageDataset, bucket_batches
 from .ema import EMA
 from .network import add_lora, lora_tensors
 from .noise import min_snr_weights, offset_noise
-from .save import kohya_state_dict, write_atomically
+from evalsvc.toy.lora_files import kohya_state_dict
+
+from .save import write_atomically
 from .schedules import make_lr_scheduler, make_optimizer
 
 

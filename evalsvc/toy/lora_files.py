@@ -172,13 +172,11 @@ def safetensors_data_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
 
 
-def save_kohya_lora(pipe, tensors: LoraTensors, path, metadata: dict[str, str] | None = None,
-                    sgm_names: bool | None = None) -> Path:
-    """Write a kohya sd-scripts LoRA (`lora_unet_*`, `lora_te_*` / `lora_te1_*` / `lora_te2_*` keys).
+def kohya_state_dict(pipe, tensors: LoraTensors, sgm_names: bool | None = None) -> dict[str, torch.Tensor]:
+    """`tensors` under kohya's keys: `<name>.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`.
 
     `sgm_names` (default: True for SDXL, False for SD1) names UNet blocks as SGM `input_blocks.N.1` etc.,
-    as kohya does for SDXL; diffusers maps those back only for SDXL pipelines. Default `ss_*` and
-    `modelspec.*` metadata, with `sshs_model_hash`, are overridden by `metadata`.
+    as kohya does for SDXL.
     """
     sdxl = is_sdxl(pipe)
     use_sgm = sdxl if sgm_names is None else sgm_names
@@ -187,9 +185,21 @@ def save_kohya_lora(pipe, tensors: LoraTensors, path, metadata: dict[str, str] |
     for component, modules in tensors.items():
         for module, (down, up, alpha) in modules.items():
             key = kohya_lora_name(component, module, sdxl=sdxl, sgm_prefixes=sgm)
-            out[f"{key}.lora_down.weight"] = down
-            out[f"{key}.lora_up.weight"] = up
+            out[f"{key}.lora_down.weight"] = down.contiguous()
+            out[f"{key}.lora_up.weight"] = up.contiguous()
             out[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def save_kohya_lora(pipe, tensors: LoraTensors, path, metadata: dict[str, str] | None = None,
+                    sgm_names: bool | None = None) -> Path:
+    """Write a kohya sd-scripts LoRA (`lora_unet_*`, `lora_te_*` / `lora_te1_*` / `lora_te2_*` keys).
+
+    `sgm_names` (default: True for SDXL, False for SD1) names UNet blocks as SGM `input_blocks.N.1` etc.,
+    as kohya does for SDXL; diffusers maps those back only for SDXL pipelines. Default `ss_*` and
+    `modelspec.*` metadata, with `sshs_model_hash`, are overridden by `metadata`.
+    """
+    out = kohya_state_dict(pipe, tensors, sgm_names)
     meta = {**_default_kohya_metadata(pipe, tensors, Path(path)),
             "sshs_model_hash": safetensors_data_sha256(out), **(metadata or {})}
     return write_safetensors(out, path, meta)
