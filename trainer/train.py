@@ -19,14 +19,13 @@ from typing import Iterator
 import torch
 
 from evalsvc.errors import InputError
+from evalsvc.toy.lora_files import kohya_state_dict
 
 from .config import TrainConfig
 from .dataset import ImageDataset, bucket_batches
 from .ema import EMA
 from .network import add_lora, lora_tensors
 from .noise import min_snr_weights, offset_noise
-from evalsvc.toy.lora_files import kohya_state_dict
-
 from .save import write_atomically
 from .schedules import make_lr_scheduler, make_optimizer
 
