@@ -103,14 +103,23 @@ def cmd_suites(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .sampling.runner import RunnerConfig, sample_run
+    from .sampling.runner import RunnerConfig, sample_queued, sample_run
     from .sampling.shards import distributed_world, sample_distributed
     from .store import default_store_path, open_store
     from .suites import load_suite
 
+    config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    if args.suite is None:
+        if any(getattr(args, k) is not None for k in ("seeds", "cfg", "steps", "sampler", "size")):
+            raise InputError("grid options (--seeds, --cfg, ...) need --suite; without it the queued cells are sampled")
+        with open_store(args.store) as store:
+            report = sample_queued(store, args.run, config)
+            root = store.layout.root
+        print(f"run {args.run!r}, queued grid: {report.cells_total} cells; sampled {report.sampled} now, "
+              f"{report.failed} failed; images in {root / 'images'}")
+        return 1 if report.failed else 0
     suite = load_suite(args.suite)
     options = grid_options(args)
-    config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
     if distributed_world() > 1:
         report = sample_distributed(args.store or default_store_path(), args.run, suite, options, config)
         root = args.store or default_store_path()
@@ -232,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample a run's grid: checkpoints x prompts x seeds x CFG values")
     _store_arg(p)
     p.add_argument("--run", required=True)
-    p.add_argument("--suite", required=True,
-                   help="suite name from prompts/, or a suite .toml, kohya sample_prompts.txt/.toml/.json, OneTrainer samples.json")
+    p.add_argument("--suite",
+                   help="suite name from prompts/, or a suite .toml, kohya sample_prompts.txt/.toml/.json, OneTrainer "
+                        "samples.json; without it, the cells already queued for the run (e.g. by `evalsvc train`)")
     add_grid_arguments(p)
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 24 on a CPU)")

@@ -60,6 +60,13 @@ shuffle_tags = true
 keep_tokens = 1
 caption_dropout = 0.05
 trigger_word = "mychar"
+
+[eval]
+suite = "toy"
+seeds = [1, 2]
+cfgs = [4, 7.5]
+steps = 12
+sampler = "Euler a"
 """
 
 MINIMAL = {"model": {"base": "m"}, "train": {"output_dir": "o"}, "dataset": {"folder": "d"}}
@@ -86,13 +93,16 @@ def test_full_file_loads(tmp_path):
     assert config.ema.enabled and config.ema.decay == 0.995 and config.ema.update_every == 2
     assert (config.dataset.min_resolution, config.dataset.max_resolution) == (320, 1536)
     assert config.dataset.trigger_word == "mychar" and config.dataset.caption_extension == ".caption"
+    assert config.eval.seeds == (1, 2) and config.eval.cfgs == (4.0, 7.5) and config.eval.steps == 12
+    assert config.eval.grid_options().sampler == "Euler a"
 
 
 def test_to_dict_is_json_and_round_trips(tmp_path):
     config = load_config(write(tmp_path, FULL))
     data = json.loads(json.dumps(config.to_dict()))
     assert data["train"]["output_name"] == "mychar"
-    assert set(data) == {"model", "network", "train", "ema", "dataset"}
+    assert set(data) == {"model", "network", "train", "ema", "dataset", "eval"}
+    assert data["eval"]["cfgs"] == [4.0, 7.5]
     assert TrainConfig.from_dict(data) == config
 
 
@@ -174,6 +184,12 @@ INVALID = [
     ("dataset", "caption_dropout", 1.1),
     ("dataset", "trigger_word", ""),
     ("dataset", "trigger_word", "a, b"),
+    ("eval", "suite", ""),
+    ("eval", "seeds", []),
+    ("eval", "seeds", [1, -2]),
+    ("eval", "cfgs", [7, 0]),
+    ("eval", "steps", 0),
+    ("eval", "sampler", "warp_drive"),
 ]
 
 

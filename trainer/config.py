@@ -289,12 +289,64 @@ class DatasetConfig(_Section):
             )
 
 
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    """`[eval]`: the evaluation grid queued for every saved checkpoint when the trainer has a store.
+
+    Absent values mean the suite's own per-prompt values, as for `evalsvc sample`.
+    """
+
+    SECTION = "eval"
+    suite: str | None = None
+    seeds: tuple[int, ...] | None = None
+    cfgs: tuple[float, ...] | None = None
+    steps: int | None = None
+    sampler: str | None = None
+
+    def __post_init__(self):
+        self._check()
+        if self.seeds is not None:
+            self._set("seeds", tuple(self.seeds))
+        if self.cfgs is not None:
+            self._set("cfgs", tuple(float(c) for c in self.cfgs))
+
+    def _problems(self):
+        yield "suite", _text(self.suite, optional=True)
+        seeds_ok = self.seeds is None or (isinstance(self.seeds, (list, tuple)) and len(self.seeds) > 0
+                                          and all(_int(s, 0, 2**32 - 1) is None for s in self.seeds))
+        yield "seeds", None if seeds_ok else "must be a non-empty list of integers in 0..4294967295"
+        cfgs_ok = self.cfgs is None or (isinstance(self.cfgs, (list, tuple)) and len(self.cfgs) > 0
+                                        and all(_positive(c) is None for c in self.cfgs))
+        yield "cfgs", None if cfgs_ok else "must be a non-empty list of numbers > 0"
+        yield "steps", None if self.steps is None else _int(self.steps, 1, 1000)
+        yield "sampler", _text(self.sampler, optional=True) or _known_sampler(self.sampler)
+
+    def grid_options(self):
+        """These settings as the engine's `GridOptions` (which also checks the sampler name)."""
+        from evalsvc.sampling.grid import GridOptions
+
+        return GridOptions(seeds=self.seeds, cfgs=self.cfgs, steps=self.steps, sampler=self.sampler)
+
+
+def _known_sampler(name):
+    from evalsvc.sampling.samplers import resolve_sampler
+
+    if name is None:
+        return None
+    try:
+        resolve_sampler(name)
+    except InputError:
+        return "must be a sampler name known to the engine (A1111, kohya or OneTrainer spelling)"
+    return None
+
+
 SECTIONS = {
     "model": ModelConfig,
     "network": NetworkConfig,
     "train": TrainSection,
     "ema": EmaConfig,
     "dataset": DatasetConfig,
+    "eval": EvalConfig,
 }
 REQUIRED_SECTIONS = ("model", "train", "dataset")
 
@@ -308,6 +360,7 @@ class TrainConfig:
     train: TrainSection
     ema: EmaConfig
     dataset: DatasetConfig
+    eval: EvalConfig = EvalConfig()
 
     def __post_init__(self):
         for name, kind in SECTIONS.items():

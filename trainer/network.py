@@ -1,8 +1,19 @@
-"""LoRA adapters on a diffusers pipeline (through PEFT), and their weights in kohya's layout."""
+"""What the trainer trains: LoRA adapters (through PEFT) or the whole model, and how each is saved.
+
+`make_network(config.network)` gives one of two objects with the same face: `attach(pipe, lr)` makes
+the right parameters trainable and returns optimizer groups, `state_dict(pipe)` the tensors of an epoch
+file (kohya's LoRA keys, or an original-LDM single file for a full finetune), and `metadata()` the
+`ss_*` keys that describe the network.
+"""
 
 from __future__ import annotations
 
 import torch
+
+from evalsvc.toy.lora_files import kohya_state_dict
+from evalsvc.toy.single_file import ldm_state_dict
+
+from .config import NetworkConfig
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -41,3 +52,67 @@ def lora_tensors(pipe, alpha: float) -> dict[str, dict[str, tuple[torch.Tensor, 
             up = module.lora_B["default"].weight.detach().float().cpu().clone()
             out.setdefault(component, {})[name] = (down, up, alpha)
     return out
+
+
+def _groups(params: dict[str, list], config: NetworkConfig, learning_rate: float) -> list[dict]:
+    """One optimizer group per trained component, each at its own learning rate."""
+    groups = [{"params": params["unet"], "lr": config.unet_lr or learning_rate}]
+    for component in ("text_encoder", "text_encoder_2"):
+        if component in params:
+            groups.append({"params": params[component], "lr": config.text_encoder_lr or learning_rate})
+    return groups
+
+
+class _Network:
+    def __init__(self, config: NetworkConfig):
+        self.config = config
+
+    def trained_components(self, pipe) -> list[str]:
+        return ["unet"] + (text_components(pipe) if self.config.train_text_encoder else [])
+
+
+class LoraNetwork(_Network):
+    """Low-rank adapters on the UNet (and optionally the text encoders); saved with kohya's keys."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__(config)
+        self.alpha = float(config.alpha if config.alpha is not None else config.rank)
+
+    def attach(self, pipe, learning_rate: float) -> list[dict]:
+        params = add_lora(pipe, self.config.rank, self.alpha, self.config.dropout, self.config.train_text_encoder)
+        return _groups(params, self.config, learning_rate)
+
+    def state_dict(self, pipe) -> dict[str, torch.Tensor]:
+        return kohya_state_dict(pipe, lora_tensors(pipe, self.alpha))
+
+    def metadata(self) -> dict[str, str]:
+        return {"ss_network_module": "networks.lora", "ss_network_dim": str(self.config.rank),
+                "ss_network_alpha": str(self.alpha), "ss_network_dropout": str(self.config.dropout)}
+
+    def model_spec(self, arch: str) -> str:
+        return "stable-diffusion-xl-v1-base/lora" if arch == "sdxl" else "stable-diffusion-v1/lora"
+
+
+class FullNetwork(_Network):
+    """Every UNet weight (and optionally the text encoders'); saved as an original-LDM single file."""
+
+    def attach(self, pipe, learning_rate: float) -> list[dict]:
+        params = {}
+        for component in self.trained_components(pipe):
+            model = getattr(pipe, component)
+            model.requires_grad_(True)
+            params[component] = [p for p in model.parameters()]
+        return _groups(params, self.config, learning_rate)
+
+    def state_dict(self, pipe) -> dict[str, torch.Tensor]:
+        return {k: v.detach().float().cpu() for k, v in ldm_state_dict(pipe).items()}
+
+    def metadata(self) -> dict[str, str]:
+        return {}
+
+    def model_spec(self, arch: str) -> str:
+        return "stable-diffusion-xl-v1-base" if arch == "sdxl" else "stable-diffusion-v1"
+
+
+def make_network(config: NetworkConfig) -> LoraNetwork | FullNetwork:
+    return FullNetwork(config) if config.kind == "full" else LoraNetwork(config)

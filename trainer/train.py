@@ -1,9 +1,11 @@
-"""The LoRA training loop: yields its progress; saves raw and EMA weights at every epoch.
+"""The training loop (LoRA or full finetune): yields its progress; saves raw and EMA weights every epoch.
 
 Called as `evalsvc train CONFIG.toml` or from tests with a `TrainConfig`. Mixed precision and
 gradient accumulation go through accelerate. When a store is given, every saved checkpoint is
-registered under the run named `train.output_name`, with the base model, and the step-wise loss
-is recorded, so the evaluator and the app can use both.
+registered under the run named `train.output_name`, with the base model, the step-wise loss is
+recorded, and, when `[eval] suite` is set, the checkpoint's evaluation grid is queued as pending
+work for the engine (`evalsvc sample --run NAME` or the app samples it); the trainer has no
+sampler of its own.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from typing import Iterator
 import torch
 
 from evalsvc.errors import InputError
-from evalsvc.toy.lora_files import kohya_state_dict
 
 from .config import TrainConfig
 from .dataset import ImageDataset, bucket_batches
 from .ema import EMA
-from .network import add_lora, lora_tensors
+from .network import make_network
 from .noise import min_snr_weights, offset_noise
 from .save import write_atomically
 from .schedules import make_lr_scheduler, make_optimizer
@@ -67,10 +68,9 @@ def _encode(pipe, captions: list[str], buckets: list[tuple[int, int]], device):
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
 
 
-def _metadata(config: TrainConfig, arch: str, session: str, epoch: int, step: int, ema: bool,
+def _metadata(config: TrainConfig, network, arch: str, session: str, epoch: int, step: int, ema: bool,
               dataset: ImageDataset, started: float) -> dict[str, str]:
     net, train = config.network, config.train
-    alpha = net.alpha if net.alpha is not None else net.rank
     resolution = config.dataset.resolution
     return {
         "ss_session_id": session,
@@ -86,10 +86,7 @@ def _metadata(config: TrainConfig, arch: str, session: str, epoch: int, step: in
         "ss_optimizer": train.optimizer,
         "ss_lr_scheduler": train.scheduler,
         "ss_lr_warmup_steps": str(train.warmup_steps),
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(net.rank),
-        "ss_network_alpha": str(float(alpha)),
-        "ss_network_dropout": str(net.dropout),
+        **network.metadata(),
         "ss_num_train_images": str(dataset.counts.images),
         "ss_base_model_version": "sdxl_base_v1-0" if arch == "sdxl" else "sd_v1",
         "ss_mixed_precision": train.mixed_precision,
@@ -99,7 +96,7 @@ def _metadata(config: TrainConfig, arch: str, session: str, epoch: int, step: in
         "ss_resolution": str((resolution, resolution)),
         "ss_sd_model_name": Path(config.model.base).name,
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "stable-diffusion-xl-v1-base/lora" if arch == "sdxl" else "stable-diffusion-v1/lora",
+        "modelspec.architecture": network.model_spec(arch),
         "modelspec.title": train.output_name,
         "evalsvc.ema": "true" if ema else "false",
         "evalsvc.config": json.dumps(config.to_dict()),
@@ -113,12 +110,11 @@ def checkpoint_path(config: TrainConfig, epoch: int, ema: bool) -> Path:
 
 
 def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
-    """Train a LoRA as `config` says; yields each optimizer step and each saved epoch."""
+    """Train as `config` says; yields each optimizer step and each saved epoch."""
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
-    if config.network.kind != "lora":
-        raise InputError(f"network.kind = {config.network.kind!r}: this trainer version trains LoRAs only")
+    queue = _EvalQueue(store, config) if store is not None and config.eval.suite else None
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
                               gradient_accumulation_steps=config.train.gradient_accumulation,
                               cpu=not torch.cuda.is_available())
@@ -129,13 +125,8 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
     for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, component, None) is not None:
             getattr(pipe, component).requires_grad_(False)
-    net = config.network
-    alpha = float(net.alpha if net.alpha is not None else net.rank)
-    params = add_lora(pipe, net.rank, alpha, net.dropout, net.train_text_encoder)
-    groups = [{"params": params["unet"], "lr": net.unet_lr or config.train.learning_rate}]
-    for component in ("text_encoder", "text_encoder_2"):
-        if component in params:
-            groups.append({"params": params[component], "lr": net.text_encoder_lr or config.train.learning_rate})
+    network = make_network(config.network)
+    groups = network.attach(pipe, config.train.learning_rate)
     trainable = [p for g in groups for p in g["params"]]
     if config.train.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
@@ -147,6 +138,8 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
     scheduler = make_lr_scheduler(optimizer, config.train.scheduler, config.train.warmup_steps, total_steps,
                                   config.train.restarts)
     unet, optimizer, scheduler = accelerator.prepare(pipe.unet, optimizer, scheduler)
+    for component in network.trained_components(pipe):
+        getattr(pipe, component).train()
     device = accelerator.device
     pipe.to(device)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -159,7 +152,6 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
     losses = []
 
     for epoch in range(1, config.train.epochs + 1):
-        unet.train()
         for batch in bucket_batches(dataset, config.train.batch_size, config.train.seed, epoch):
             items = [dataset.get(k, epoch) for k in batch]
             pixels = torch.stack([item["pixels"] for item in items]).to(device, pipe.vae.dtype)
@@ -193,21 +185,24 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
                 value = loss.detach().item()
                 losses.append([config.train.output_name, step, epoch, value, lr])
                 yield TrainEvent("step", epoch, step, value, lr)
-        paths = [_save(pipe, config, arch, session, epoch, step, False, dataset, started, alpha)]
+        saved = dict(config=config, network=network, arch=arch, session=session, epoch=epoch, step=step,
+                     dataset=dataset, started=started)
+        paths = [_save(pipe, ema=False, **saved)]
         if ema is not None:
             with ema.swapped_in():
-                paths.append(_save(pipe, config, arch, session, epoch, step, True, dataset, started, alpha))
+                paths.append(_save(pipe, ema=True, **saved))
         if store is not None:
             _register(store, config, paths, losses)
             losses = []
+            if queue is not None:
+                queue.plan()
         yield TrainEvent("epoch", epoch, step, paths=paths)
     yield TrainEvent("done", config.train.epochs, step)
 
 
-def _save(pipe, config, arch, session, epoch, step, ema, dataset, started, alpha) -> Path:
-    state = kohya_state_dict(pipe, lora_tensors(pipe, alpha))
-    meta = _metadata(config, arch, session, epoch, step, ema, dataset, started)
-    return write_atomically(state, meta, checkpoint_path(config, epoch, ema))
+def _save(pipe, *, config, network, arch, session, epoch, step, ema, dataset, started) -> Path:
+    meta = _metadata(config, network, arch, session, epoch, step, ema, dataset, started)
+    return write_atomically(network.state_dict(pipe), meta, checkpoint_path(config, epoch, ema))
 
 
 def _register(store, config: TrainConfig, paths: list[Path], losses: list[list]) -> None:
@@ -219,3 +214,22 @@ def _register(store, config: TrainConfig, paths: list[Path], losses: list[list])
         raise InputError("; ".join(f"{p}: {r}" for p, r in report.refused))
     with store.transaction() as db:
         insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], losses)
+
+
+class _EvalQueue:
+    """The `[eval]` grid of the run, re-planned after each epoch so new checkpoints get pending cells.
+
+    The suite is read before training starts, so a bad suite stops the run before any step.
+    """
+
+    def __init__(self, store, config: TrainConfig):
+        from evalsvc.suites import load_suite
+
+        self.store, self.run = store, config.train.output_name
+        self.suite = load_suite(config.eval.suite)
+        self.options = config.eval.grid_options()
+
+    def plan(self) -> int:
+        from evalsvc.sampling.grid import plan_grid
+
+        return len(plan_grid(self.store, self.run, self.suite, self.options))

@@ -247,3 +247,23 @@ def sample_run(store, run: str, suite: Suite, options: GridOptions, config: Runn
     report = execute(pending, by_sha, base, options, config, ResultSink(store))
     report.cells_total = len(keys)
     return report
+
+
+def sample_queued(store, run: str, config: RunnerConfig = RunnerConfig()) -> SampleReport:
+    """Sample the cells already queued for `run` (by the trainer, `watch` or an earlier plan) not done yet."""
+    recover(store)
+    base, rows = grid_checkpoints(store.db, run)
+    by_sha = {r.sha256: r for r in rows}
+    keys_by_precision = store.db.execute(
+        "SELECT w.precision, list(DISTINCT w.key) FROM grid_cells g JOIN work w ON w.key = g.key "
+        "WHERE g.run = ? GROUP BY w.precision ORDER BY w.precision", [run]).fetchall()
+    report = SampleReport()
+    for precision, keys in keys_by_precision:
+        pending = {sha: cells for sha, cells in _pending(store.db, keys).items() if sha in by_sha}
+        part = execute(pending, by_sha, base, GridOptions(precision=precision), config, ResultSink(store))
+        report.cells_total += len(keys)
+        report.sampled += part.sampled
+        report.failed += part.failed
+        report.failures += part.failures
+        report.seconds += part.seconds
+    return report
