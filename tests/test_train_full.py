@@ -123,3 +123,30 @@ def test_ema_files_equal_an_independent_ema_of_the_raw_files(sd15_dir, tmp_path,
                 shadow = decay * shadow + (1 - decay) * raw[step - 1][key]
             torch.testing.assert_close(ema[step - 1][key], shadow, rtol=1e-5, atol=1e-6)
         assert not torch.equal(ema[-1][key], raw[-1][key])
+
+
+def test_cached_latents_train_the_same_weights_as_encoding_every_step(sd15_dir, tmp_path):
+    """The cache stores each image's latent distribution; the per-step draws stay the same random stream."""
+    from trainer.config import load_config
+    from trainer.train import train
+
+    finals = []
+    for cache in (False, True):
+        folder = tmp_path / f"cache-{cache}"
+        folder.mkdir()
+        config = load_config(_write_config(folder, sd15_dir, "rank = 2", "enabled = false", epochs=2, images=2,
+                                           extra=f"cache_latents = {str(cache).lower()}"))
+        list(train(config))
+        finals.append(load_file(folder / "out" / "shapes-000002.safetensors"))
+    assert finals[0].keys() == finals[1].keys()
+    for key in finals[0]:
+        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-3, atol=1e-5)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in finals[1].items() if "lora_up" in k)
+
+
+def test_cached_latents_refuse_flip():
+    from evalsvc.errors import InputError
+    from trainer.config import DatasetConfig
+
+    with pytest.raises(InputError, match="dataset.cache_latents cannot be true with dataset.flip"):
+        DatasetConfig(folder="data", flip=True, cache_latents=True)

@@ -221,6 +221,9 @@ class EmaConfig(_Section):
 class DatasetConfig(_Section):
     """`[dataset]`: a kohya-style image folder, bucketing bounds and caption augmentation.
 
+    `cache_latents` encodes each image with the VAE once (its mean and spread; a fresh latent is
+    still drawn every step), as kohya's option of that name.
+
     `min_resolution` defaults to resolution/2 and `max_resolution` to resolution*2 (capped at 4096),
     both rounded down to a multiple of `bucket_step`.
     """
@@ -233,6 +236,7 @@ class DatasetConfig(_Section):
     bucket_step: int = 64
     repeats: int = 1
     flip: bool = False
+    cache_latents: bool = False
     caption_extension: str = ".txt"
     shuffle_tags: bool = False
     keep_tokens: int = 0
@@ -259,6 +263,9 @@ class DatasetConfig(_Section):
         yield "bucket_step", None if step_ok else f"must be a multiple of 8 in 8..{MAX_RESOLUTION}"
         yield "repeats", _int(self.repeats, low=1)
         yield "flip", _bool(self.flip)
+        cache_ok = _bool(self.cache_latents) or (self.flip is True and self.cache_latents is True and
+                                                 "cannot be true with dataset.flip: a cached latent is never flipped")
+        yield "cache_latents", cache_ok
         ext = self.caption_extension
         ext_ok = isinstance(ext, str) and len(ext) > 1 and ext.startswith(".") and ext.lower() not in IMAGE_EXTENSIONS
         yield "caption_extension", None if ext_ok else "must start with '.' (e.g. '.txt') and not be an image extension"

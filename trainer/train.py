@@ -134,6 +134,9 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
     batches_per_epoch = len(bucket_batches(dataset, config.train.batch_size, config.train.seed, 1))
     steps_per_epoch = math.ceil(batches_per_epoch / config.train.gradient_accumulation)
     total_steps = steps_per_epoch * config.train.epochs
+    if config.train.warmup_steps > total_steps:
+        raise InputError(f"train.warmup_steps = {config.train.warmup_steps} is more than the run's {total_steps} "
+                         f"optimizer steps ({steps_per_epoch} per epoch x {config.train.epochs} epochs)")
     optimizer = make_optimizer(groups, config.train.optimizer, config.train.learning_rate)
     scheduler = make_lr_scheduler(optimizer, config.train.scheduler, config.train.warmup_steps, total_steps,
                                   config.train.restarts)
@@ -148,16 +151,14 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
     ema = EMA({f"{i}": p for i, p in enumerate(trainable)}, config.ema.decay, config.ema.update_every) \
         if config.ema.enabled else None
     generator = torch.Generator().manual_seed(config.train.seed)
+    encoder = _LatentEncoder(pipe.vae, dataset, device, cache=config.dataset.cache_latents)
     session, started, step = str(uuid.uuid4().int % 10**10), time.time(), 0
     losses = []
 
     for epoch in range(1, config.train.epochs + 1):
         for batch in bucket_batches(dataset, config.train.batch_size, config.train.seed, epoch):
             items = [dataset.get(k, epoch) for k in batch]
-            pixels = torch.stack([item["pixels"] for item in items]).to(device, pipe.vae.dtype)
-            with torch.no_grad():
-                latents = pipe.vae.encode(pixels).latent_dist.sample(generator=generator)
-            latents = latents * pipe.vae.config.scaling_factor
+            latents = encoder.latents(batch, items, generator) * pipe.vae.config.scaling_factor
             noise = offset_noise(latents.shape, config.train.noise_offset, generator).to(device)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(items),), generator=generator)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps.to(device))
@@ -214,6 +215,34 @@ def _register(store, config: TrainConfig, paths: list[Path], losses: list[list])
         raise InputError("; ".join(f"{p}: {r}" for p, r in report.refused))
     with store.transaction() as db:
         insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], losses)
+
+
+class _LatentEncoder:
+    """VAE latents of a batch; with `cache`, each image is encoded once and a latent drawn from its cached
+    distribution (mean, std) at every step, which costs the same random draw as encoding afresh."""
+
+    def __init__(self, vae, dataset: ImageDataset, device, cache: bool):
+        self.vae, self.dataset, self.device = vae, dataset, device
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+
+    @torch.no_grad()
+    def _encode(self, items: list[dict]):
+        pixels = torch.stack([item["pixels"] for item in items]).to(self.device, self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist
+
+    def latents(self, batch: list[int], items: list[dict], generator: torch.Generator) -> torch.Tensor:
+        if self.cache is None:
+            return self._encode(items).sample(generator=generator)
+        images = [self.dataset.image_index(k) for k in batch]
+        missing = [(i, item) for i, item in zip(images, items) if i not in self.cache]
+        if missing:
+            dist = self._encode([item for _, item in missing])
+            for j, (i, _) in enumerate(missing):
+                self.cache[i] = (dist.mean[j], dist.std[j])
+        mean = torch.stack([self.cache[i][0] for i in images])
+        std = torch.stack([self.cache[i][1] for i in images])
+        noise = torch.randn(mean.shape, generator=generator).to(mean)
+        return mean + std * noise
 
 
 class _EvalQueue:
