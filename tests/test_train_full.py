@@ -139,8 +139,11 @@ def test_cached_latents_train_the_same_weights_as_encoding_every_step(sd15_dir, 
         list(train(config))
         finals.append(load_file(folder / "out" / "shapes-000002.safetensors"))
     assert finals[0].keys() == finals[1].keys()
+    # Encoding a batch of one image and a batch of two round differently in the last bits; Adam turns that
+    # into differences of a few percent of one step (lr 1e-3) on near-zero gradients. A different random
+    # stream would differ by whole steps.
     for key in finals[0]:
-        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(finals[0][key], finals[1][key], rtol=1e-3, atol=2e-4)
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in finals[1].items() if "lora_up" in k)
 
 
