@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="build the offline toy models, register LoRA epochs and sample a grid")
+    p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score every epoch")
     _store_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -1,46 +1,152 @@
-"""`evalsvc demo`: the whole engine on built-in tiny models, offline, in about a minute on a CPU.
+"""`evalsvc demo`: the whole loop on the toy world, offline, in a few minutes on a laptop CPU.
 
-Until the toy world's trained models arrive (issue 3), the demo builds a tiny random-weight
-SD1.5-architecture base and three kohya-format LoRA epochs, registers them, and samples a
-grid of the `toy` suite through the same code paths real checkpoints take.
+1. writes the committed toy base (trained on the toy world without purple) as a diffusers folder;
+2. draws a small purple dataset and trains a LoRA that teaches purple, saving raw and EMA weights
+   at every epoch (the raw series is exactly a run without EMA: the EMA never feeds back);
+3. the trainer registers every epoch under the run `purple` and queues the `toyworld` grid;
+4. the engine samples the queue (base included, for reference);
+5. the toy world's oracle reads every image back and prints adherence per epoch, raw and EMA.
+
+Each step is a function of `DemoContext`, so later steps (scores, the app) slot in after these.
+Everything is written under the store folder (`./evalsvc-store` or `$EVALSVC_STORE`).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-DEMO_RUN = "demo"
+DEMO_RUN = "purple"
+DEMO_SUITE = "toyworld"
 
 
-def prepare_demo_models(root: Path) -> tuple[Path, list[Path]]:
-    """The tiny base as a diffusers folder and three LoRA epochs under `root` (built once)."""
-    from .toy.lora_files import write_kohya_epochs
-    from .toy.tiny import build_sd15_pipeline
+@dataclass(frozen=True)
+class DemoSettings:
+    epochs: int = 8
+    images: int = 90
+    rank: int = 8
+    learning_rate: float = 2e-3
+    ema_decay: float = 0.9
+    seeds: tuple[int, ...] = (1, 2)
+    cfg: float = 5.0
+    steps: int = 20
+    sampler: str = "euler"
 
-    base_dir = root / "tiny-sd15"
-    lora_dir = root / "loras"
-    if not (base_dir / "model_index.json").exists() or not lora_dir.exists():
-        pipe = build_sd15_pipeline(seed=0)
-        pipe.save_pretrained(base_dir, safe_serialization=True)
-        write_kohya_epochs(pipe, lora_dir, name="toylora", epochs=3, rank=4, seed=0)
-    return base_dir, sorted(lora_dir.glob("*.safetensors"))
+
+@dataclass
+class DemoContext:
+    store: object
+    root: Path
+    settings: DemoSettings
+    progress: bool = True
+
+    @property
+    def models(self) -> Path:
+        return self.root / "demo-models"
 
 
-def run_demo(store_path: Path | None, progress: bool = True) -> int:
-    from .catalog import add_checkpoints
-    from .sampling.grid import GridOptions
-    from .sampling.runner import RunnerConfig, sample_run
+def lora_config(ctx: DemoContext, base: Path, data: Path):
+    """The demo LoRA's trainer config: purple taught to the UNet and text encoder, EMA kept alongside."""
+    from trainer.config import TrainConfig
+
+    s = ctx.settings
+    return TrainConfig.from_dict({
+        "model": {"base": str(base), "arch": "sd15"},
+        "network": {"kind": "lora", "rank": s.rank, "train_text_encoder": True},
+        "train": {"output_dir": str(ctx.models / "purple-lora"), "output_name": DEMO_RUN, "seed": 0,
+                  "epochs": s.epochs, "batch_size": 16, "learning_rate": s.learning_rate, "scheduler": "constant",
+                  "warmup_steps": 5},
+        "ema": {"enabled": True, "decay": s.ema_decay},
+        "dataset": {"folder": str(data), "resolution": 64, "cache_latents": True},
+        "eval": {"suite": DEMO_SUITE, "seeds": list(s.seeds), "cfgs": [s.cfg], "steps": s.steps,
+                 "sampler": s.sampler},
+    }, source="demo")
+
+
+def train_lora(ctx: DemoContext) -> None:
+    """Train the purple LoRA unless every epoch of it is already registered (a re-run samples what is missing)."""
+    from evalsvc.toy.toy_base import materialize_toy_base
+    from trainer.toyworld.world import write_dataset
+    from trainer.train import train
+
+    base = materialize_toy_base(ctx.models / "toy-sd15")
+    data = ctx.models / "purple-data"
+    if not data.exists():
+        write_dataset(data, ctx.settings.images, seed=1, colours=("purple",))
+    config = lora_config(ctx, base, data)
+    done = ctx.store.db.execute(
+        "SELECT count(*) FROM run_checkpoints WHERE run = ? AND role = 'candidate'", [DEMO_RUN]).fetchone()[0]
+    if done >= 2 * ctx.settings.epochs:
+        print(f"LoRA {DEMO_RUN!r}: all {ctx.settings.epochs} epochs already trained and registered")
+        return
+    print(f"training LoRA {DEMO_RUN!r} on {ctx.settings.images} purple images for {ctx.settings.epochs} epochs "
+          f"(raw and EMA weights saved every epoch)", flush=True)
+    for event in train(config, ctx.store):
+        if event.kind == "epoch":
+            print(f"  epoch {event.epoch} (step {event.step}): saved {', '.join(p.name for p in event.paths)}",
+                  flush=True)
+
+
+def sample(ctx: DemoContext) -> int:
+    from evalsvc.sampling.runner import RunnerConfig, sample_queued
+
+    report = sample_queued(ctx.store, DEMO_RUN, RunnerConfig(progress=ctx.progress))
+    print(f"grid: {report.cells_total} cells, {report.sampled} sampled now, {report.failed} failed")
+    return report.failed
+
+
+def oracle_per_checkpoint(store, run: str) -> list[dict]:
+    """Oracle adherence of each checkpoint of `run` on the suite's target and holdout prompts."""
+    from PIL import Image
+
+    from trainer.toyworld.oracle import judge
+
+    rows = store.db.execute(
+        "SELECT c.file_name, c.epoch, c.ema, rc.role, p.role, w.prompt, s.image_path "
+        "FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
+        "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.sha256 = c.sha256 AND rc.run = g.run "
+        "JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id WHERE g.run = ?", [run]).fetchall()
+    table: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for file_name, epoch, ema, checkpoint_role, prompt_role, prompt, image_path in rows:
+        with Image.open(store.layout.images / image_path) as image:
+            verdict = judge(image, prompt)
+        key = (checkpoint_role != "base", bool(ema), epoch or 0, file_name)
+        table[key][prompt_role].append(verdict.score)
+        if prompt_role == "target":
+            table[key]["colour"].append(verdict.matches.get("colour", False))
+    out = []
+    for (candidate, ema, epoch, file_name), values in sorted(table.items()):
+        mean = {k: sum(v) / len(v) for k, v in values.items() if v}
+        weights = ("EMA" if ema else "raw") if candidate else "base"
+        out.append({"checkpoint": file_name, "epoch": epoch, "weights": weights,
+                    "target": mean.get("target"), "colour": mean.get("colour"), "holdout": mean.get("holdout"),
+                    "images": sum(len(v) for k, v in values.items() if k != "colour")})
+    return out
+
+
+def print_oracle(ctx: DemoContext) -> list[dict]:
+    rows = oracle_per_checkpoint(ctx.store, DEMO_RUN)
+    print("\noracle (toy-world ground truth): purple prompts = mean attribute score and share drawn purple; "
+          "holdout = known-colour prompts")
+    print(f"{'checkpoint':<34} {'epoch':>5} {'weights':>7} {'purple':>7} {'colour':>7} {'holdout':>8}")
+    for row in rows:
+        print(f"{row['checkpoint']:<34} {row['epoch']:>5} {row['weights']:>7} {row['target']:>7.2f} {row['colour']:>7.2f} "
+              f"{row['holdout']:>8.2f}")
+    return rows
+
+
+def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSettings = DemoSettings()) -> int:
     from .status import render_status, store_status
     from .store import default_store_path, open_store
-    from .suites import load_suite
 
     root = Path(store_path) if store_path is not None else default_store_path()
     with open_store(root) as store:
-        base_dir, loras = prepare_demo_models(root / "demo-models")
-        add_checkpoints(store, loras, DEMO_RUN, base=base_dir)
-        options = GridOptions(seeds=(1, 2), cfgs=(4.0, 7.0), steps=12, sampler="euler_a", size=(64, 64))
-        report = sample_run(store, DEMO_RUN, load_suite("toy"), options, RunnerConfig(progress=progress))
-        print(render_status(store_status(store.db)))
-    print(f"\ndemo grid: {report.cells_total} cells ({report.sampled} sampled now) in {root / 'images'}")
-    print(f"every PNG carries A1111 infotext; see `evalsvc status --store {root}`")
-    return 0 if not report.failed else 1
+        ctx = DemoContext(store, root, settings, progress)
+        train_lora(ctx)
+        failed = sample(ctx)
+        print_oracle(ctx)
+        print("\n" + render_status(store_status(store.db)))
+    print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext); checkpoints in {ctx.models}")
+    print(f"see `evalsvc status --store {root}`")
+    return 1 if failed else 0
