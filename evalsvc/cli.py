@@ -207,6 +207,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .scoring.backbone import BackboneSpec
+    from .scoring.registry import ScoreConfig
+    from .scoring.runner import score_run
+    from .store import open_store
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    config = ScoreConfig(metrics=metrics, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
+                         reference=args.reference, trigger=args.trigger, device=args.device or "cpu",
+                         batch_size=args.batch_size, progress=not args.no_progress)
+    with open_store(args.store) as store:
+        report = score_run(store, args.run, config)
+    for line in report.skipped:
+        print(line)
+    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
+    print(f"run {args.run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -277,6 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="register every saved checkpoint and the loss log in this store")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score a run's sampled images (CLIP, distribution, drift, overcook, oracle)")
+    _store_arg(p)
+    p.add_argument("--run", required=True)
+    p.add_argument("--metrics", help="comma-separated metric names (default: every registered scorer)")
+    p.add_argument("--backbone", help="open_clip MODEL or MODEL:TAG, or 'toy' for the toy CLIP "
+                                      "(default ViT-L-14-quickgelu:openai, from the local model cache)")
+    p.add_argument("--clip-weights", help="a local weights file for --backbone")
+    p.add_argument("--reference", type=Path, help="folder of the training images (clip_i, nearest_train, kid, fid)")
+    p.add_argument("--trigger", help="trigger word, removed from prompts for clip_t_untriggered")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per embedding batch (default 64)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score every epoch")
     _store_arg(p)

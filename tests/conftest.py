@@ -73,3 +73,34 @@ def store(tmp_path):
 
     with open_store(tmp_path / "store") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def short_demo(tmp_path_factory):
+    """The demo loop, shortened (2 epochs, 1 seed, 10 steps), run once: (store folder, its stdout).
+
+    Tests that write to the store copy it first (`copy_store`)."""
+    import contextlib
+    import io
+
+    from evalsvc.demo import DemoSettings, run_demo
+
+    root = tmp_path_factory.mktemp("demo") / "store"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run_demo(root, progress=False, settings=DemoSettings(epochs=2, seeds=(1,), steps=10))
+    assert code == 0, out.getvalue()
+    return root, out.getvalue()
+
+
+@pytest.fixture
+def copy_store(tmp_path):
+    """A writable copy of a store folder (without its lock)."""
+    import shutil
+
+    def copy(root: Path) -> Path:
+        target = tmp_path / "store-copy"
+        shutil.copytree(root, target, ignore=shutil.ignore_patterns("lock"))
+        return target
+
+    return copy

@@ -29,17 +29,15 @@ def test_toy_base_draws_known_concepts_but_not_purple(toy_base):
     assert purple["colour"] <= 0.2, purple
 
 
-def test_demo_trains_registers_samples_and_scores_by_oracle(tmp_path, capsys):
+def test_demo_trains_registers_samples_and_scores_by_oracle(short_demo, copy_store, capsys):
     from evalsvc.demo import DEMO_RUN, DemoSettings, oracle_per_checkpoint, run_demo
     from evalsvc.store import open_store
     from evalsvc.suites import load_suite
 
-    settings = DemoSettings(epochs=2, seeds=(1,), steps=10)
-    assert run_demo(tmp_path / "store", progress=False, settings=settings) == 0
-    out = capsys.readouterr().out
+    root, out = short_demo
     assert "purple-ema-000002.safetensors" in out and "oracle" in out
     prompts = len(load_suite("toyworld").prompts)
-    with open_store(tmp_path / "store", read_only=True) as store:
+    with open_store(root, read_only=True) as store:
         done = store.db.execute("SELECT count(*) FROM work WHERE state = 'done'").fetchone()[0]
         rows = oracle_per_checkpoint(store, DEMO_RUN)
     assert done == 5 * prompts  # base + 2 epochs x (raw, EMA)
@@ -47,5 +45,7 @@ def test_demo_trains_registers_samples_and_scores_by_oracle(tmp_path, capsys):
         ("base", 0), ("raw", 1), ("raw", 2), ("EMA", 1), ("EMA", 2)]
     assert all(0 <= r["target"] <= 1 and 0 <= r["holdout"] <= 1 for r in rows)
     # A second run trains nothing and samples nothing new.
-    assert run_demo(tmp_path / "store", progress=False, settings=settings) == 0
-    assert "already trained" in capsys.readouterr().out
+    again = copy_store(root)
+    assert run_demo(again, progress=False, settings=DemoSettings(epochs=2, seeds=(1,), steps=10)) == 0
+    out = capsys.readouterr().out
+    assert "already trained" in out and "0 sampled now" in out

@@ -112,4 +112,38 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0005_scores",
+        """
+        CREATE TABLE embeddings (
+            image_sha256 TEXT NOT NULL,
+            backbone TEXT NOT NULL,
+            vector FLOAT[] NOT NULL,
+            PRIMARY KEY (image_sha256, backbone)
+        );
+        CREATE TABLE scores (
+            key TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            version TEXT NOT NULL,
+            value DOUBLE,
+            details JSON,
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (key, metric)
+        );
+        CREATE TABLE set_scores (
+            run TEXT NOT NULL,
+            checkpoint TEXT NOT NULL,
+            cfg DOUBLE NOT NULL,
+            prompt_id TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            version TEXT NOT NULL,
+            value DOUBLE,
+            std DOUBLE,
+            n INTEGER NOT NULL,
+            details JSON,
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (run, checkpoint, cfg, prompt_id, metric)
+        );
+        """,
+    ),
 )

@@ -1,0 +1,1 @@
+"""Scoring: metric functions on arrays (overcook, distribution, similarity) and the scorers that run them."""

@@ -1,0 +1,127 @@
+"""What a scorer is, what it is given, and the registry of them.
+
+A scorer is shaped like a torchmetrics metric: it declares `higher_is_better`, a `version` (bumped
+when its numbers change, so stored values are recomputed), whether it needs a CLIP backbone and the
+reference images, and the weights it needs. Image-level scorers give one value per sampled image;
+set-level ones one value per (checkpoint, CFG[, prompt]) group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .backbone import BackboneSpec, ClipBackbone
+from .cells import ScoredCell
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One image's value of one metric."""
+
+    key: str
+    value: float
+    details: dict | None = None
+
+
+@dataclass(frozen=True)
+class SetScoreRow:
+    """One group's value: a checkpoint at a CFG, over all prompts (`prompt_id` "") or one prompt."""
+
+    checkpoint: str
+    cfg: float
+    prompt_id: str
+    value: float
+    n: int
+    std: float | None = None
+    details: dict | None = None
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What `evalsvc score` computes and with which weights."""
+
+    metrics: tuple[str, ...] | None = None  # None: every registered scorer
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    reference: Path | None = None  # the training images (clip_i, nearest_train, kid, fid)
+    trigger: str | None = None  # removed from prompts for clip_t_untriggered
+    device: str = "cpu"
+    batch_size: int = 64
+    progress: bool = True
+
+
+class ScoringContext:
+    """The run's cells and lazily loaded shared inputs (backbone, reference embeddings)."""
+
+    def __init__(self, store, run: str, cells: list[ScoredCell], config: ScoreConfig):
+        self.store, self.run, self.cells, self.config = store, run, cells, config
+
+    @cached_property
+    def backbone_id(self) -> str:
+        return self.config.backbone.id
+
+    @cached_property
+    def backbone(self) -> ClipBackbone:
+        return ClipBackbone(self.config.backbone, self.config.device)
+
+    def image_embeddings(self, cells: list[ScoredCell]) -> dict[str, np.ndarray]:
+        from .embeddings import image_embeddings
+
+        return image_embeddings(self.store, self.backbone, {c.image_sha256: c.image_path for c in cells},
+                                self.config.batch_size, self.config.progress)
+
+    @cached_property
+    def reference_files(self) -> dict[str, Path]:
+        from .reference import reference_images
+
+        return reference_images(self.config.reference)
+
+    @cached_property
+    def reference_embeddings(self) -> tuple[list[Path], np.ndarray]:
+        from .embeddings import image_embeddings
+
+        files = self.reference_files
+        vectors = image_embeddings(self.store, self.backbone, files, self.config.batch_size, self.config.progress)
+        return list(files.values()), np.stack([vectors[sha] for sha in files])
+
+    def base_cells(self) -> dict[tuple[str, int, float], ScoredCell]:
+        """The base model's cell for each (prompt, seed, CFG)."""
+        return {(c.prompt_id, c.seed, c.cfg): c for c in self.cells if c.is_base}
+
+
+class Scorer:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    level: ClassVar[str] = "image"  # or "set"
+    needs_backbone: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
+    weights: ClassVar[str] = "none"
+    description: ClassVar[str] = ""
+
+    def stored_version(self, ctx: ScoringContext) -> str:
+        """The version stored with each value: the scorer's, and the backbone's for CLIP-based scorers, so
+        that values from another backbone are recomputed rather than mixed."""
+        return f"{self.version}@{ctx.backbone_id}" if self.needs_backbone else self.version
+
+    def skip_reason(self, ctx: ScoringContext) -> str | None:
+        """Why this scorer cannot run on this run (one line), or None."""
+        if self.needs_reference and ctx.config.reference is None:
+            return f"{self.name} skipped: it needs the training images (--reference DIR)"
+        return None
+
+    def compute(self, ctx: ScoringContext, cells: list[ScoredCell]) -> list:
+        raise NotImplementedError
+
+
+def scorer_registry() -> dict[str, type[Scorer]]:
+    """Every scorer by name, in the order `evalsvc score` runs them."""
+    from .clip_scores import ClipI, ClipT, ClipTUntriggered, NearestTrain
+    from .oracle_scorer import OracleScorer
+
+    scorers = (ClipT, ClipTUntriggered, ClipI, NearestTrain, OracleScorer)
+    return {scorer.name: scorer for scorer in scorers}

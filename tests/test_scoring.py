@@ -1,0 +1,139 @@
+"""`evalsvc score` on the shortened demo run: stored values match an independent computation,
+scoring resumes, a changed backbone recomputes, and missing weights skip a scorer with one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evalsvc.errors import InputError
+from evalsvc.scoring.backbone import BackboneSpec
+from evalsvc.scoring.clip_scores import remove_trigger
+from evalsvc.scoring.registry import ScoreConfig, scorer_registry
+from evalsvc.scoring.runner import score_run
+from evalsvc.store import open_store
+
+
+@pytest.fixture
+def scored(short_demo, copy_store):
+    root = copy_store(short_demo[0])
+    config = ScoreConfig(backbone=BackboneSpec.toy(), reference=root / "demo-models" / "purple-data", progress=False)
+    with open_store(root) as store:
+        report = score_run(store, "purple", config)
+    return root, config, report
+
+
+def _values(store, metric):
+    return dict(store.db.execute("SELECT key, value FROM scores WHERE metric = ?", [metric]).fetchall())
+
+
+def test_every_scorer_declares_what_it_is():
+    for name, scorer in scorer_registry().items():
+        assert scorer.name == name and scorer.version and isinstance(scorer.higher_is_better, bool)
+        assert scorer.level in ("image", "set") and scorer.description
+
+
+def test_clip_scores_match_open_clip_directly(scored):
+    import open_clip
+
+    from evalsvc.scoring.cells import run_cells
+    from evalsvc.toy.clip import TOY_CLIP_NAME, register_toy_clip, toy_clip_weights
+
+    root, config, report = scored
+    register_toy_clip()
+    model, _, preprocess = open_clip.create_model_and_transforms(TOY_CLIP_NAME, pretrained=str(toy_clip_weights()))
+    tokenizer = open_clip.get_tokenizer(TOY_CLIP_NAME)
+    references = sorted(config.reference.rglob("*.png"))
+    with torch.no_grad():
+        ref = model.encode_image(torch.stack([preprocess(Image.open(p)) for p in references]))
+        ref = (ref / ref.norm(dim=-1, keepdim=True)).numpy()
+    with open_store(root, read_only=True) as store:
+        cells = run_cells(store, "purple")[::7]
+        clip_t, clip_i, nearest = (_values(store, m) for m in ("clip_t", "clip_i", "nearest_train"))
+    assert report.computed["clip_t"] == report.computed["oracle"] > 0
+    for cell in cells:
+        with torch.no_grad():
+            image = model.encode_image(preprocess(Image.open(cell.image_path)).unsqueeze(0))[0].numpy()
+            text = model.encode_text(tokenizer([cell.prompt]))[0].numpy()
+        image /= np.linalg.norm(image)
+        assert clip_t[cell.key] == pytest.approx(float(image @ text / np.linalg.norm(text)), abs=1e-4)
+        assert clip_i[cell.key] == pytest.approx(float((ref @ image).mean()), abs=1e-4)
+        assert nearest[cell.key] == pytest.approx(float((ref @ image).max()), abs=1e-4)
+
+
+def test_scoring_resumes_and_a_new_backbone_recomputes(scored, tmp_path):
+    from evalsvc.toy.clip import toy_clip_weights
+
+    root, config, _ = scored
+    with open_store(root) as store:
+        before = store.db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        again = score_run(store, "purple", config)
+        assert set(again.computed.values()) == {0}
+        assert store.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == before
+        # The same weights under another file are another backbone id only if the content differs.
+        copy = tmp_path / "same.safetensors"
+        copy.write_bytes(toy_clip_weights().read_bytes())
+        same = ScoreConfig(metrics=("clip_t",), backbone=BackboneSpec(config.backbone.model, str(copy)),
+                           progress=False)
+        assert score_run(store, "purple", same).computed == {"clip_t": 0}
+        other = tmp_path / "other.safetensors"
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(str(toy_clip_weights()))
+        weights["ln_final.bias"] = weights["ln_final.bias"] + 0.5
+        save_file(weights, str(other))
+        changed = ScoreConfig(metrics=("clip_t",), backbone=BackboneSpec(config.backbone.model, str(other)),
+                              progress=False)
+        cells = store.db.execute("SELECT count(*) FROM scores WHERE metric = 'clip_t'").fetchone()[0]
+        assert score_run(store, "purple", changed).computed == {"clip_t": cells}
+
+
+def test_missing_weights_skip_the_scorer_with_one_line(short_demo, copy_store, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    root = copy_store(short_demo[0])
+    with open_store(root) as store:
+        report = score_run(store, "purple", ScoreConfig(metrics=("clip_t", "oracle"), progress=False))
+        assert report.computed == {"oracle": store.db.execute("SELECT count(*) FROM scores").fetchone()[0]}
+        assert store.db.execute("SELECT count(*) FROM scores WHERE metric = 'clip_t'").fetchone()[0] == 0
+    [line] = report.skipped
+    assert line.startswith("clip_t skipped:") and "ViT-L-14-quickgelu" in line and "\n" not in line
+
+
+def test_oracle_scores_are_the_oracles_judgement(scored):
+    from evalsvc.scoring.cells import run_cells
+    from trainer.toyworld.oracle import judge
+
+    root, _, _ = scored
+    with open_store(root, read_only=True) as store:
+        oracle = _values(store, "oracle")
+        cells = run_cells(store, "purple")
+    assert len(oracle) == len(cells)
+    for cell in cells[::5]:
+        assert oracle[cell.key] == judge(Image.open(cell.image_path), cell.prompt).score
+
+
+def test_bad_requests_are_refused(short_demo, copy_store):
+    root = copy_store(short_demo[0])
+    with open_store(root) as store:
+        with pytest.raises(InputError, match="unknown metric.*sharpness"):
+            score_run(store, "purple", ScoreConfig(metrics=("clip_t", "sharpness")))
+        with pytest.raises(InputError, match="no run named 'nope'"):
+            score_run(store, "nope", ScoreConfig())
+    report = None
+    with open_store(root) as store:
+        report = score_run(store, "purple", ScoreConfig(metrics=("clip_i",), backbone=BackboneSpec.toy()))
+    assert report.skipped == ["clip_i skipped: it needs the training images (--reference DIR)"]
+
+
+@pytest.mark.parametrize("prompt,trigger,expected", [
+    ("zxc a purple circle", "zxc", "a purple circle"),
+    ("a purple circle, zxc, white background", "zxc", "a purple circle, white background"),
+    ("a ZXC circle", "zxc", "a circle"),
+    ("zxcv circle", "zxc", "zxcv circle"),  # whole words only
+])
+def test_remove_trigger(prompt, trigger, expected):
+    assert remove_trigger(prompt, trigger) == expected
