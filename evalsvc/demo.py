@@ -5,7 +5,10 @@
    at every epoch (the raw series is exactly a run without EMA: the EMA never feeds back);
 3. the trainer registers every epoch under the run `purple` and queues the `toyworld` grid;
 4. the engine samples the queue (base included, for reference);
-5. the toy world's oracle reads every image back and prints adherence per epoch, raw and EMA.
+5. the toy world's oracle reads every image back and prints adherence per epoch, raw and EMA;
+6. `evalsvc score` scores every image with the toy CLIP (clip_t, clip_i, nearest_train, oracle) and
+   the recommendation (earliest epoch not significantly worse than the best on clip_t) is printed
+   for the raw and the EMA series, beside the oracle's best.
 
 Each step is a function of `DemoContext`, so later steps (scores, the app) slot in after these.
 Everything is written under the store folder (`./evalsvc-store` or `$EVALSVC_STORE`).
@@ -136,6 +139,31 @@ def print_oracle(ctx: DemoContext) -> list[dict]:
     return rows
 
 
+def score(ctx: DemoContext) -> None:
+    from .scoring.backbone import BackboneSpec
+    from .scoring.registry import ScoreConfig
+    from .scoring.runner import score_run
+
+    config = ScoreConfig(backbone=BackboneSpec.toy(), reference=ctx.models / "purple-data", progress=ctx.progress)
+    report = score_run(ctx.store, DEMO_RUN, config)
+    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
+    print(f"\nscored with the toy CLIP in {report.seconds:.1f} s: {done}")
+
+
+def print_recommendations(ctx: DemoContext, oracle_rows: list[dict]) -> None:
+    from .scoring.results import AnalysisConfig, run_recommendation
+
+    for ema, series in ((False, "raw"), (True, "EMA")):
+        recommendation = run_recommendation(ctx.store, DEMO_RUN, AnalysisConfig(primary="clip_t", ema=ema))
+        rows = [r for r in oracle_rows if r["weights"] == series]
+        oracle_best = max(rows, key=lambda r: r["target"])
+        print(f"\n{series}: recommended {recommendation.checkpoint} (epoch {recommendation.epoch}, CFG "
+              f"{recommendation.cfg:g}); the oracle's best is epoch {oracle_best['epoch']} "
+              f"(purple score {oracle_best['target']:.2f})")
+        for reason in recommendation.reasons[:2]:
+            print(f"  {reason}")
+
+
 def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSettings = DemoSettings()) -> int:
     from .status import render_status, store_status
     from .store import default_store_path, open_store
@@ -145,7 +173,9 @@ def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSetti
         ctx = DemoContext(store, root, settings, progress)
         train_lora(ctx)
         failed = sample(ctx)
-        print_oracle(ctx)
+        oracle_rows = print_oracle(ctx)
+        score(ctx)
+        print_recommendations(ctx, oracle_rows)
         print("\n" + render_status(store_status(store.db)))
     print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext); checkpoints in {ctx.models}")
     print(f"see `evalsvc status --store {root}`")

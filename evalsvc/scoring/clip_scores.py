@@ -84,3 +84,31 @@ class NearestTrain(Scorer):
             out.append(ScoreRow(c.key, float(similarities[nearest]),
                                 {"backbone": ctx.backbone.id, "nearest": files[nearest].name}))
         return out
+
+
+class Memorised(Scorer):
+    name = "memorised"
+    version = "1"
+    higher_is_better = False
+    needs_backbone = True
+    needs_reference = True
+    weights = ClipT.weights
+    description = ("1 when the image is closer to a training image than 95% of training images are to their own "
+                   "nearest other training image (a near-copy), else 0; the mean is the share of near-copies")
+
+    def compute(self, ctx, cells):
+        images = ctx.image_embeddings(cells)
+        files, reference = ctx.reference_embeddings
+        if len(reference) < 2:
+            return []
+        among = reference @ reference.T
+        np.fill_diagonal(among, -np.inf)
+        threshold = float(np.quantile(among.max(axis=1), 0.95))
+        out = []
+        for c in cells:
+            similarities = reference @ images[c.image_sha256]
+            nearest = int(np.argmax(similarities))
+            out.append(ScoreRow(c.key, float(similarities[nearest] > threshold),
+                                {"similarity": float(similarities[nearest]), "threshold": threshold,
+                                 "nearest": files[nearest].name}))
+        return out

@@ -120,8 +120,11 @@ class Scorer:
 
 def scorer_registry() -> dict[str, type[Scorer]]:
     """Every scorer by name, in the order `evalsvc score` runs them."""
-    from .clip_scores import ClipI, ClipT, ClipTUntriggered, NearestTrain
+    from .base_relative import Drift, DriftClip, Overcook
+    from .clip_scores import ClipI, ClipT, ClipTUntriggered, Memorised, NearestTrain
     from .oracle_scorer import OracleScorer
+    from .set_scorers import Diversity, Fid, Kid
 
-    scorers = (ClipT, ClipTUntriggered, ClipI, NearestTrain, OracleScorer)
+    scorers = (ClipT, ClipTUntriggered, ClipI, NearestTrain, Memorised, Diversity, Kid, Fid, Drift, DriftClip,
+               Overcook, OracleScorer)
     return {scorer.name: scorer for scorer in scorers}

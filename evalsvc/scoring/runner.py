@@ -23,6 +23,7 @@ from .registry import ScoreConfig, ScoringContext, SetScoreRow, scorer_registry
 class ScoreReport:
     computed: dict[str, int] = field(default_factory=dict)  # metric -> values written now
     skipped: list[str] = field(default_factory=list)  # one line per skipped scorer
+    timings: dict[str, float] = field(default_factory=dict)  # metric -> seconds
     seconds: float = 0.0
 
 
@@ -79,6 +80,7 @@ def score_run(store, run: str, config: ScoreConfig = ScoreConfig()) -> ScoreRepo
     report = ScoreReport()
     ctx = ScoringContext(store, run, cells, config)
     for scorer in _selected(config.metrics):
+        scorer_started = time.time()
         reason = scorer.skip_reason(ctx)
         if reason is not None:
             report.skipped.append(reason)
@@ -101,5 +103,6 @@ def score_run(store, run: str, config: ScoreConfig = ScoreConfig()) -> ScoreRepo
             report.skipped.append(f"{scorer.name} skipped: {exc}")
             continue
         report.computed[scorer.name] = len(rows)
+        report.timings[scorer.name] = time.time() - scorer_started
     report.seconds = time.time() - started
     return report

@@ -1,0 +1,70 @@
+"""Scorers of groups of images: diversity across seeds of one prompt, and KID/FID against the reference."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from . import distribution, similarity
+from .registry import Scorer, SetScoreRow
+
+
+def _groups(cells, by_prompt: bool):
+    groups = defaultdict(list)
+    for cell in cells:
+        groups[(cell.checkpoint, cell.cfg, cell.prompt_id if by_prompt else "")].append(cell)
+    return groups
+
+
+class Diversity(Scorer):
+    name = "diversity"
+    version = "1"
+    higher_is_better = True
+    level = "set"
+    needs_backbone = True
+    weights = "an open_clip backbone"
+    description = "mean pairwise embedding distance across the seeds of one prompt (low: same image every time)"
+
+    def compute(self, ctx, cells):
+        vectors = ctx.image_embeddings(cells)
+        out = []
+        for (sha, cfg, prompt_id), group in sorted(_groups(cells, by_prompt=True).items()):
+            if len(group) >= 2:
+                value = similarity.diversity(np.stack([vectors[c.image_sha256] for c in group]))
+                out.append(SetScoreRow(sha, cfg, prompt_id, value, len(group), details={"backbone": ctx.backbone.id}))
+        return out
+
+
+class _Distribution(Scorer):
+    higher_is_better = False
+    level = "set"
+    needs_backbone = True
+    needs_reference = True
+    version = distribution.VERSION
+    weights = "an open_clip backbone (its image embeddings are the features; Inception is not used)"
+
+    def compute(self, ctx, cells):
+        vectors = ctx.image_embeddings(cells)
+        _, reference = ctx.reference_embeddings
+        out = []
+        for (sha, cfg, _), group in sorted(_groups(cells, by_prompt=False).items()):
+            fake = np.stack([vectors[c.image_sha256] for c in group])
+            if len(group) < 2 or len(reference) < 2:
+                continue
+            result = distribution.DISTRIBUTION_METRICS[self.name](reference, fake)
+            out.append(SetScoreRow(sha, cfg, "", result.value, len(group), result.std, {
+                "backbone": ctx.backbone.id, "n_real": result.n_real, "n_fake": result.n_fake,
+                "subset_size": result.subset_size, "subsets": result.subsets, "feature_dim": result.feature_dim,
+                "resize": "open_clip preprocess (bicubic, antialias)", "versions": result.library_versions}))
+        return out
+
+
+class Kid(_Distribution):
+    name = "kid"
+    description = "Kernel Inception Distance to the reference images, on CLIP features (default below 2,048 images)"
+
+
+class Fid(_Distribution):
+    name = "fid"
+    description = "Frechet distance to the reference images, on CLIP features (for 2,048 images or more)"
