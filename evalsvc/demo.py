@@ -105,18 +105,15 @@ def oracle_per_checkpoint(store, run: str) -> list[dict]:
 
     from trainer.toyworld.oracle import judge
 
-    rows = store.db.execute(
-        "SELECT c.file_name, c.epoch, c.ema, rc.role, p.role, w.prompt, s.image_path "
-        "FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
-        "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.sha256 = c.sha256 AND rc.run = g.run "
-        "JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id WHERE g.run = ?", [run]).fetchall()
+    from .scoring.cells import run_cells
+
     table: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for file_name, epoch, ema, checkpoint_role, prompt_role, prompt, image_path in rows:
-        with Image.open(store.layout.images / image_path) as image:
-            verdict = judge(image, prompt)
-        key = (checkpoint_role != "base", bool(ema), epoch or 0, file_name)
-        table[key][prompt_role].append(verdict.score)
-        if prompt_role == "target":
+    for cell in run_cells(store, run):
+        with Image.open(cell.image_path) as image:
+            verdict = judge(image, cell.prompt)
+        key = (not cell.is_base, cell.ema, cell.epoch or 0, cell.file_name)
+        table[key][cell.prompt_role].append(verdict.score)
+        if cell.prompt_role == "target":
             table[key]["colour"].append(verdict.matches.get("colour", False))
     out = []
     for (candidate, ema, epoch, file_name), values in sorted(table.items()):
