@@ -226,6 +226,18 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import ReportConfig, default_report_path, gather_report, write_report
+    from .store import open_store
+
+    config = ReportConfig(primary=args.primary)
+    with open_store(args.store, create=False, read_only=True) as store:
+        report = gather_report(store, args.run, config)
+        root = store.layout.root
+    print(write_report(report, args.format, args.out or default_report_path(root, args.run, args.format)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -310,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per embedding batch (default 64)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="a run's leaderboard, recommendation, plots and images (Markdown, HTML, JSON)")
+    _store_arg(p)
+    p.add_argument("--run", required=True)
+    p.add_argument("--format", choices=("md", "html", "json"), default="md",
+                   help="md: for a pull-request comment (default); html: one offline file with plots and images; "
+                        "json: the numbers")
+    p.add_argument("--out", type=Path, help="output file (default: STORE/reports/RUN.EXT)")
+    p.add_argument("--primary", default="clip_t",
+                   help="image-level metric that picks each checkpoint's CFG and the recommendation (default clip_t)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score every epoch")
     _store_arg(p)

@@ -1,0 +1,140 @@
+"""The report as one self-contained, offline HTML file: no external URL, script or font; plots are inline
+SVG and the image strips base64 PNG data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from pathlib import Path
+
+from .markdown import SERIES_TITLES, flags, metric_cell, metric_header, pick, weights
+from .model import Report
+
+THUMBNAIL = 192  # longest side of an embedded image, in pixels; larger images are downscaled
+SHOWN = 128  # displayed width of an image, in CSS pixels
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.recommendation { background: #f4f8ff; border: 1px solid #c9d8f0; border-radius: 6px; padding: 0.6em 1em; }
+.recommendation li, .notes li { margin: 0.25em 0; }
+table { border-collapse: collapse; font-size: 0.85em; } th, td { padding: 0.3em 0.6em; border: 1px solid #ddd; }
+th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+tr.recommended td { background: #fff7d6; font-weight: 600; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; }
+.plots figure { margin: 0; flex: 1 1 520px; max-width: 640px; }
+.plots svg { width: 100%; height: auto; }
+figcaption { font-size: 0.8em; color: #555; }
+.strip { display: flex; gap: 0.6em; flex-wrap: wrap; }
+.strip figure { margin: 0; width: 128px; }
+.strip img { width: 128px; height: auto; border: 1px solid #ccc; }
+.strip img.upscaled { image-rendering: pixelated; }
+.flags { color: #8a3b00; }
+"""
+
+
+def image_data_uri(path: Path, max_side: int = THUMBNAIL) -> tuple[str, bool]:
+    """(a PNG data URI of the image, downscaled so that its longest side is at most `max_side`; whether it is
+    smaller than it is shown, so the page should upscale it without smoothing)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        width = image.width
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), width < SHOWN
+
+
+def _recommendations(report: Report) -> str:
+    c = report.config
+    parts = ['<div class="recommendation">']
+    for series, title in SERIES_TITLES.items():
+        rec = report.recommendations.get(series)
+        if rec is None:
+            continue
+        chosen = escape(pick(rec).replace("**", ""))
+        parts.append(f"<p><strong>{title}</strong> by {escape(c.primary)} on {escape(c.prompt_role)} prompts: "
+                     f"<strong>{chosen}</strong></p>")
+        parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in rec.reasons) + "</ul>")
+    parts.append("</div>")
+    lines = flags(report)
+    parts.append("<h2>Flags</h2>")
+    parts.append('<ul class="flags">' + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>" if lines else
+                 "<p>No checkpoint is flagged (memorisation, overcooking).</p>")
+    return "\n".join(parts)
+
+
+def _leaderboard(report: Report) -> str:
+    names = [m.name for m in report.metrics]
+    recommended = report.recommendations["overall"].checkpoint
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["checkpoint", "epoch", "weights", "CFG"] +
+                   [metric_header(report, m) for m in names])
+    rows = []
+    for row in report.rows:
+        mark = ' class="recommended"' if row.info.file_name == recommended else ""
+        star = " ⭐" if mark else ""
+        cells = [f"<td>{escape(row.info.file_name)}{star}</td>",
+                 f'<td class="num">{"–" if row.info.epoch is None else row.info.epoch}</td>',
+                 f"<td>{weights(row)}</td>", f'<td class="num">{row.cfg:g}</td>']
+        cells += [f'<td class="num">{escape(metric_cell(row, m))}</td>' for m in names]
+        rows.append(f"<tr{mark}>{''.join(cells)}</tr>")
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+            "<p><small>⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets marks a "
+            "metric judged on those prompts only.</small></p>")
+
+
+def _plots(report: Report) -> str:
+    from .plots import figure_svg, report_figures
+
+    parts = ['<div class="plots">']
+    for i, (metric, figure) in enumerate(report_figures(report)):
+        caption = escape(report.metric(metric).description)
+        parts.append(f"<figure>{figure_svg(figure, f'plot{i}')}<figcaption><strong>{escape(metric)}</strong>: "
+                     f"{caption}</figcaption></figure>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _strips(report: Report) -> str:
+    parts = []
+    for strip in report.strips:
+        info = strip.checkpoint
+        parts.append(f"<h3>{escape(info.label)}, CFG {strip.cfg:g} <small>({escape(strip.why)})</small></h3>")
+        parts.append('<div class="strip">')
+        for image in strip.images:
+            uri, upscaled = image_data_uri(image.path)
+            text = f"{image.prompt} (seed {image.seed})"
+            parts.append(f'<figure><img src="{uri}" alt="{escape(text)}" title="{escape(text)}"'
+                         f'{" class=upscaled" if upscaled else ""}><figcaption>{escape(text)}</figcaption></figure>')
+        parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _metrics_table(report: Report) -> str:
+    rows = "".join(f"<tr><td>{escape(m.name)}</td><td>{'higher' if m.higher_is_better else 'lower'} is better</td>"
+                   f"<td>{escape(m.prompts or 'all')}</td><td>{escape(m.description)}</td></tr>"
+                   for m in report.metrics)
+    return ("<table><thead><tr><th>metric</th><th>direction</th><th>prompts</th><th>what it measures</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>")
+
+
+def render_html(report: Report) -> str:
+    title = f"evalsvc report: run {report.run}"
+    strips = _strips(report)
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        f"<h1>{escape(title)}</h1>",
+        "<h2>Recommendation</h2>", _recommendations(report),
+        "<h2>Leaderboard</h2>", _leaderboard(report),
+        "<h2>Metrics by epoch</h2>", _plots(report),
+        *(["<h2>Images of the top candidates</h2>",
+           f"<p>The same {escape(report.config.prompt_role)} prompts and seeds for every checkpoint, each at its "
+           "best CFG.</p>", strips] if strips else []),
+        "<h2>Notes</h2>", '<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in report.notes()) + "</ul>",
+        _metrics_table(report),
+        "</body>", "</html>", ""])

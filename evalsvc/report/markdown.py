@@ -1,0 +1,87 @@
+"""The report as Markdown, short enough for a pull-request comment: recommendation, leaderboard, flags."""
+
+from __future__ import annotations
+
+from .model import CheckpointRow, Report
+
+SERIES_TITLES = {"overall": "Recommended", "raw": "Among raw weights only", "ema": "Among EMA weights only"}
+
+
+def fmt(value: float | None) -> str:
+    """Four significant digits; rounding noise around zero (such as the base against itself) shows as 0."""
+    if value is None:
+        return "–"
+    return "0" if abs(value) < 1e-12 else f"{value:.4g}"
+
+
+def interval(mean: float, low: float | None, high: float | None, std: float | None = None) -> str:
+    """`mean [low, high]`, or `mean ± std` when there is no interval."""
+    if low is not None and high is not None:
+        return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+    return f"{fmt(mean)} ± {fmt(std)}" if std is not None else fmt(mean)
+
+
+def weights(row: CheckpointRow) -> str:
+    return "base" if row.info.role == "base" else ("EMA" if row.info.ema else "raw")
+
+
+def metric_cell(row: CheckpointRow, metric: str) -> str:
+    if metric in row.metrics:
+        e = row.metrics[metric]
+        return interval(e.mean, e.ci_low, e.ci_high)
+    if metric in row.set_metrics:
+        v = row.set_metrics[metric]
+        return interval(v.mean, v.ci_low, v.ci_high, v.std)
+    return "–"
+
+
+def pick(rec) -> str:
+    if rec.checkpoint is None:
+        return "none (every candidate is flagged)"
+    epoch = "no epoch" if rec.epoch is None else f"epoch {rec.epoch}"
+    return f"**{_escape(rec.checkpoint)}** ({epoch}, {'EMA' if rec.ema else 'raw'}, CFG {rec.cfg:g})"
+
+
+def metric_header(report: Report, metric: str) -> str:
+    info = report.metric(metric)
+    arrow = "↑" if info.higher_is_better else "↓"
+    return f"{metric} {arrow}" + (f" ({info.prompts})" if info.prompts else "")
+
+
+def flags(report: Report) -> list[str]:
+    """One line per excluded checkpoint (memorisation, overcooking), from the overall recommendation."""
+    return [f"{v.name} (CFG {v.cfg:g}): {v.reason}" for v in report.recommendations["overall"].verdicts
+            if v.status == "excluded"]
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: Report) -> str:
+    c = report.config
+    recommended = report.recommendations["overall"].checkpoint
+    lines = [f"## evalsvc report: run `{report.run}`", ""]
+    overall = report.recommendations["overall"]
+    lines += [f"**Recommended** by {c.primary} on {c.prompt_role} prompts: {pick(overall)}", ""]
+    lines += [f"- {_escape(reason)}" for reason in overall.reasons] + [""]
+    for series in ("raw", "ema"):
+        if series in report.recommendations:
+            lines.append(f"- {SERIES_TITLES[series]}: {pick(report.recommendations[series])}")
+    lines += [""] if len(report.recommendations) > 1 else []
+    names = [m.name for m in report.metrics]
+    lines += ["### Leaderboard", "",
+              "| checkpoint | epoch | weights | CFG | " + " | ".join(metric_header(report, m) for m in names) + " |",
+              "|---|---:|---|---:|" + "---:|" * len(names)]
+    for row in report.rows:
+        name = _escape(row.info.file_name)
+        name = f"**{name}** ⭐" if row.info.file_name == recommended else name
+        epoch = "–" if row.info.epoch is None else str(row.info.epoch)
+        cells = [name, epoch, weights(row), f"{row.cfg:g}"] + [metric_cell(row, m) for m in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
+                  "(target, holdout) marks a metric judged on those prompts only.", "", "### Flags", ""]
+    lines += [f"- {_escape(line)}" for line in flags(report)] or [
+        "- No checkpoint is flagged (memorisation, overcooking)."]
+    lines += ["", "### Notes", ""] + [f"- {note}" for note in report.notes()]
+    return "\n".join(lines) + "\n"

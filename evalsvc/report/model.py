@@ -1,0 +1,328 @@
+"""The data of a run's report, gathered from the store once for every output format.
+
+Every checkpoint is reported at its own best CFG for the primary metric (the CFG the recommendation
+judges it at). Prompts each metric is judged on: the primary metric and the adherence metrics
+(`ReportConfig.adherence`, which score an image against its prompt's text) on the primary's prompt
+role, the target prompts that show the concept being taught; every other metric on all the prompts
+it has values for (prompt role None): drift and drift_clip exist only on holdout prompts,
+memorisation and overcooking on all. Intervals are the nested (prompt, then seed) cluster bootstrap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..scoring.results import (AnalysisConfig, CheckpointInfo, leaderboard, run_checkpoints, run_recommendation,
+                               stored_metrics)
+from ..stats import BootstrapConfig, Estimate, Recommendation, best_cfg, estimate_scores
+
+SERIES = ("overall", "raw", "ema")  # the recommendations: all candidates, raw only, EMA only
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report ranks by, on which prompts, and how many images it shows."""
+
+    primary: str = "clip_t"
+    prompt_role: str = "target"  # the prompts the primary and adherence metrics are judged on
+    adherence: tuple[str, ...] = ("clip_t", "clip_t_untriggered", "oracle")
+    strip_candidates: int = 3  # image strips for this many top candidates (and the base)
+    strip_images: int = 4  # images per strip
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.primary, str) or not self.primary:
+            raise InputError(f"the primary metric must be a metric name, got {self.primary!r}")
+        for name in ("strip_candidates", "strip_images"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+
+    def analysis(self, prompt_role: str | None, ema: bool | None = None) -> AnalysisConfig:
+        return AnalysisConfig(primary=self.primary, prompt_role=prompt_role, ema=ema, bootstrap=self.bootstrap)
+
+    def metric_role(self, metric: str) -> str | None:
+        return self.prompt_role if metric == self.primary or metric in self.adherence else None
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric as the report shows it; `prompts` is the one prompt role its values are on (None: several)."""
+
+    name: str
+    level: str  # "image" or "set"
+    higher_is_better: bool
+    description: str
+    prompts: str | None
+
+
+@dataclass(frozen=True)
+class SetValue:
+    """A set-level metric of one checkpoint at one CFG: the mean over its groups (one per prompt, or one for
+    the whole set), with a bootstrap interval over groups when there are several, else the scorer's std."""
+
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    std: float | None
+    groups: int
+    images: int
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """One checkpoint at its best CFG for the primary metric, with every metric's value there."""
+
+    info: CheckpointInfo
+    cfg: float
+    metrics: dict[str, Estimate]
+    set_metrics: dict[str, SetValue]
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    step: int
+    epoch: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class StripImage:
+    path: Path
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Strip:
+    """A few images of one checkpoint at its best CFG, on the same prompts and seeds as the other strips."""
+
+    checkpoint: CheckpointInfo
+    cfg: float
+    why: str
+    images: tuple[StripImage, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    run: str
+    config: ReportConfig
+    metrics: tuple[MetricInfo, ...]
+    rows: tuple[CheckpointRow, ...]
+    recommendations: dict[str, Recommendation]  # keys from SERIES; "raw"/"ema" only when both kinds exist
+    loss: tuple[LossPoint, ...]
+    strips: tuple[Strip, ...]
+    unscored: tuple[str, ...]  # checkpoints without primary-metric values (not in `rows`)
+
+    def metric(self, name: str) -> MetricInfo:
+        return next(m for m in self.metrics if m.name == name)
+
+    def notes(self) -> list[str]:
+        """What the numbers mean, in sentences shared by every format."""
+        c = self.config
+        adherence = [m.name for m in self.metrics if c.metric_role(m.name) is not None]
+        notes = [f"Each checkpoint is shown at its best CFG by the mean of {c.primary} on {c.prompt_role} prompts "
+                 "(the CFG the recommendation judges it at).",
+                 f"{', '.join(adherence)} {'is' if len(adherence) == 1 else 'are'} judged on {c.prompt_role} prompts; "
+                 "every other metric on all the prompts it has values for (drift only exists on holdout prompts).",
+                 f"Brackets are {100 * c.bootstrap.confidence:g}% intervals of a nested bootstrap over prompts, "
+                 "then seeds."]
+        if any(m.level == "set" for m in self.metrics):
+            notes.append("Set-level metrics with one value per prompt (diversity) are bootstrapped over prompts; "
+                         "those with one value per checkpoint (KID, FID) show the scorer's own std when it has one.")
+        if self.unscored:
+            notes.append(f"Not shown (no {c.primary} values on {c.prompt_role} prompts): {', '.join(self.unscored)}.")
+        return notes
+
+
+def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Report:
+    """Everything a report shows about `run`; InputError for an unknown run or one without usable scores."""
+    from ..scoring.registry import scorer_registry
+
+    registry = scorer_registry()
+    _check_request(store, run, config, registry)
+    image_metrics = stored_metrics(store, run)
+    set_rows = _set_rows(store, run)
+    roles = _prompt_roles(store, run)
+    metrics = tuple(MetricInfo(name, s.level, s.higher_is_better, s.description,
+                               config.metric_role(name) or _single(roles.get(name, ())))
+                    for name, s in registry.items()
+                    if name in image_metrics or (s.level == "set" and name in set_rows))
+    checkpoints = run_checkpoints(store, run)
+    estimates = _estimates(store, run, image_metrics, config)
+    primary = estimates[config.primary]
+    higher = registry[config.primary].higher_is_better
+    rows = []
+    for sha, info in checkpoints.items():
+        if sha not in primary:
+            continue
+        cfg = best_cfg(primary[sha], higher)
+        rows.append(CheckpointRow(info, cfg,
+                                  {m: by[sha][cfg] for m, by in estimates.items() if cfg in by.get(sha, {})},
+                                  {m: v for m, by in set_rows.items() if (v := _set_value(by, sha, cfg, config))}))
+    if not any(r.info.role == "candidate" for r in rows):
+        raise InputError(f"run {run!r} has no candidate checkpoint with {config.primary} scores on "
+                         f"{config.prompt_role} prompts")
+    recommendations = _recommendations(store, run, rows, config)
+    return Report(run, config, metrics, tuple(rows), recommendations, _loss(store, run),
+                  _strips(store, run, rows, recommendations["overall"], higher, config),
+                  tuple(i.file_name for sha, i in checkpoints.items() if sha not in primary))
+
+
+def _check_request(store, run: str, config: ReportConfig, registry) -> None:
+    if not store.db.execute("SELECT count(*) FROM runs WHERE name = ?", [run]).fetchone()[0]:
+        known = [r for r, in store.db.execute("SELECT name FROM runs ORDER BY name").fetchall()]
+        raise InputError(f"no run named {run!r} in the store {store.layout.root} "
+                         f"(runs: {', '.join(known[:10]) + (', ...' if len(known) > 10 else '') or 'none'})")
+    image_level = [name for name, s in registry.items() if s.level == "image"]
+    if config.primary not in image_level:
+        raise InputError(f"the primary metric must be an image-level metric ({', '.join(image_level)}), "
+                         f"got {config.primary!r}")
+    stored = stored_metrics(store, run)
+    if not stored:
+        raise InputError(f"run {run!r} has no scores yet; run `evalsvc score --run {run}` first")
+    if config.primary not in stored:
+        raise InputError(f"run {run!r} has no {config.primary} scores (it has {', '.join(stored)}); "
+                         f"choose another --primary or score {config.primary}")
+
+
+def _prompt_roles(store, run: str) -> dict[str, set[str]]:
+    """The prompt roles each image-level metric has values on (drift: holdout only)."""
+    out = defaultdict(set)
+    for metric, role in store.db.execute(
+            "SELECT DISTINCT s.metric, p.role FROM scores s JOIN grid_cells g ON g.key = s.key AND g.run = ? "
+            "JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id WHERE s.value IS NOT NULL",
+            [run]).fetchall():
+        out[metric].add(role)
+    return out
+
+
+def _single(roles) -> str | None:
+    return next(iter(roles)) if len(roles) == 1 else None
+
+
+def _estimates(store, run: str, metrics: list[str], config: ReportConfig):
+    """{metric: {sha: {cfg: Estimate}}} with each metric on its prompts."""
+    by_role = defaultdict(list)
+    for metric in metrics:
+        by_role[config.metric_role(metric)].append(metric)
+    out = {metric: defaultdict(dict) for metric in metrics}
+    for role, names in by_role.items():
+        for row in leaderboard(store, run, names, config.analysis(role)):
+            out[row.metric][row.checkpoint.sha256][row.cfg] = row.estimate
+    return out
+
+
+def _set_rows(store, run: str):
+    """{metric: {(sha, cfg): [(prompt_id, value, std, n)]}} of the run's set-level scores."""
+    out = defaultdict(lambda: defaultdict(list))
+    for metric, sha, cfg, prompt_id, value, std, n in store.db.execute(
+            "SELECT metric, checkpoint, cfg, prompt_id, value, std, n FROM set_scores WHERE run = ? "
+            "AND value IS NOT NULL ORDER BY metric, checkpoint, cfg, prompt_id", [run]).fetchall():
+        out[metric][(sha, float(cfg))].append((prompt_id, float(value), std, int(n)))
+    return out
+
+
+def _set_value(by_group, sha: str, cfg: float, config: ReportConfig) -> SetValue | None:
+    groups = by_group.get((sha, cfg))
+    if not groups:
+        return None
+    images = sum(n for _, _, _, n in groups)
+    if len(groups) == 1:
+        _, value, std, _ = groups[0]
+        return SetValue(value, None, None, None if std is None else float(std), 1, images)
+    e = estimate_scores({(prompt_id, 0): value for prompt_id, value, _, _ in groups}, config.bootstrap)
+    return SetValue(e.mean, e.ci_low, e.ci_high, None, len(groups), images)
+
+
+def _recommendations(store, run: str, rows: list[CheckpointRow], config: ReportConfig) -> dict[str, Recommendation]:
+    out = {"overall": run_recommendation(store, run, config.analysis(config.prompt_role))}
+    if {r.info.ema for r in rows if r.info.role == "candidate"} == {False, True}:
+        out["raw"] = run_recommendation(store, run, config.analysis(config.prompt_role, ema=False))
+        out["ema"] = run_recommendation(store, run, config.analysis(config.prompt_role, ema=True))
+    return out
+
+
+def _loss(store, run: str) -> tuple[LossPoint, ...]:
+    rows = store.db.execute("SELECT step, epoch, loss FROM losses WHERE run = ? ORDER BY step", [run]).fetchall()
+    return tuple(LossPoint(int(step), int(epoch), float(loss)) for step, epoch, loss in rows)
+
+
+def _strips(store, run: str, rows: list[CheckpointRow], recommendation: Recommendation, higher: bool,
+            config: ReportConfig) -> tuple[Strip, ...]:
+    """The recommended checkpoint, then the next best eligible candidates by the primary mean, then the base."""
+    from ..scoring.cells import run_cells
+
+    excluded = {v.name for v in recommendation.verdicts if v.status == "excluded"}
+    sign = 1.0 if higher else -1.0
+    by_mean = sorted((r for r in rows if r.info.role == "candidate" and r.info.file_name not in excluded),
+                     key=lambda r: -sign * r.metrics[config.primary].mean)
+    ranked = sorted(by_mean, key=lambda r: r.info.file_name != recommendation.checkpoint)  # stable: by mean after
+    chosen = []
+    for r in ranked[:config.strip_candidates]:
+        rank = f"#{by_mean.index(r) + 1} by mean {config.primary}"
+        chosen.append((r, f"recommended, {rank}" if r.info.file_name == recommendation.checkpoint else rank))
+    chosen += [(r, "reference") for r in rows if r.info.role == "base"]
+    if not chosen or config.strip_images == 0:
+        return ()
+    wanted = {(r.info.sha256, r.cfg) for r, _ in chosen}
+    cells = defaultdict(dict)
+    order = []
+    for cell in run_cells(store, run):
+        if cell.prompt_role == config.prompt_role and (cell.checkpoint, cell.cfg) in wanted:
+            cells[cell.checkpoint][(cell.prompt_id, cell.seed)] = cell
+            if (cell.prompt_id, cell.seed) not in order:
+                order.append((cell.prompt_id, cell.seed))
+    shared = [k for k in order if all(k in cells[r.info.sha256] for r, _ in chosen)] or order
+    picked, seen = [], set()
+    for prompt_id, seed in shared:  # one image per prompt first, then further seeds
+        if prompt_id not in seen:
+            seen.add(prompt_id)
+            picked.append((prompt_id, seed))
+    picked = (picked + [k for k in shared if k not in picked])[:config.strip_images]
+    return tuple(Strip(r.info, r.cfg, why, tuple(StripImage(c.image_path, c.prompt, c.seed) for k in picked
+                                                  if (c := cells[r.info.sha256].get(k)) is not None))
+                 for r, why in chosen)
+
+
+def report_json(report: Report) -> dict:
+    """The report as plain JSON data."""
+    metrics = {m.name: m for m in report.metrics}
+
+    def estimate(e: Estimate) -> dict:
+        return {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n, "n_prompts": e.clusters}
+
+    def checkpoint(row: CheckpointRow) -> dict:
+        i = row.info
+        return {"name": i.file_name, "sha256": i.sha256, "epoch": i.epoch, "ema": i.ema, "role": i.role, "cfg": row.cfg}
+
+    out = {"run": report.run, "primary": report.config.primary, "prompt_role": report.config.prompt_role,
+           "confidence": report.config.bootstrap.confidence, "notes": report.notes()}
+    for series, key in zip(SERIES, ("recommendation", "recommendation_raw", "recommendation_ema")):
+        if series in report.recommendations:
+            out[key] = _recommendation_json(report.recommendations[series], estimate)
+    out["metrics"] = {m.name: {"level": m.level, "higher_is_better": m.higher_is_better,
+                               "prompt_role": m.prompts or "all",
+                               "description": m.description} for m in report.metrics}
+    out["checkpoints"] = [{**checkpoint(r), "metrics": {
+        name: {"cfg": r.cfg, **estimate(e), "higher_is_better": metrics[name].higher_is_better,
+               "prompt_role": metrics[name].prompts or "all"} for name, e in r.metrics.items()}}
+        for r in report.rows]
+    out["set_metrics"] = [{**checkpoint(r), "metrics": {
+        name: {"cfg": r.cfg, "mean": v.mean, "ci_low": v.ci_low, "ci_high": v.ci_high, "std": v.std,
+               "groups": v.groups, "images": v.images, "higher_is_better": metrics[name].higher_is_better}
+        for name, v in r.set_metrics.items()}} for r in report.rows if r.set_metrics]
+    out["loss"] = [{"step": p.step, "epoch": p.epoch, "loss": p.loss} for p in report.loss]
+    out["unscored"] = list(report.unscored)
+    return out
+
+
+def _recommendation_json(rec: Recommendation, estimate) -> dict:
+    return {"checkpoint": rec.checkpoint, "epoch": rec.epoch, "ema": rec.ema, "cfg": rec.cfg, "best": rec.best,
+            "best_cfg": rec.best_cfg, "reasons": list(rec.reasons),
+            "verdicts": [{"checkpoint": v.name, "epoch": v.epoch, "ema": v.ema, "cfg": v.cfg, "status": v.status,
+                          **estimate(v.mean), "difference": None if v.difference is None else estimate(v.difference),
+                          "reason": v.reason} for v in rec.verdicts]}

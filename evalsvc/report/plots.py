@@ -1,0 +1,136 @@
+"""Each metric against the epoch, as inline SVG for the HTML report.
+
+Raw and EMA weights are separate lines with interval bands, the base a dashed reference line, the
+recommended checkpoint a star; the primary metric's plot carries the training loss on a second axis
+(one curve: raw and EMA files come from the same training run). Figures use matplotlib's object API,
+never pyplot's global state; SVG text stays text, and ids are prefixed per figure so that many plots
+can share one page.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from .model import Report
+
+SERIES = ((False, "raw", "#1f6fb4"), (True, "EMA", "#d2452a"))
+BASE_COLOUR = "#555555"
+LOSS_COLOUR = "#4d8f52"
+
+
+def metric_value(row, metric: str):
+    """(mean, low, high) of a row's metric (low/high None without an interval), or None."""
+    if metric in row.metrics:
+        e = row.metrics[metric]
+        return e.mean, e.ci_low, e.ci_high
+    if metric in row.set_metrics:
+        v = row.set_metrics[metric]
+        return v.mean, v.ci_low, v.ci_high
+    return None
+
+
+def loss_positions(report: Report) -> tuple[list[float], list[float]]:
+    """The loss at fractional epochs: the last step of epoch e sits at e, where its checkpoint was saved."""
+    per_epoch: dict[int, list] = {}
+    for point in report.loss:
+        per_epoch.setdefault(point.epoch, []).append(point)
+    xs, ys = [], []
+    for epoch, points in sorted(per_epoch.items()):
+        for i, point in enumerate(points):
+            xs.append(epoch - 1 + (i + 1) / len(points))
+            ys.append(point.loss)
+    return xs, ys
+
+
+def _smoothed(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def metric_figure(report: Report, metric: str):
+    """The plot of one metric against the epoch (a matplotlib Figure)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    info = report.metric(metric)
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for ema, label, colour in SERIES:
+        points = sorted((r.info.epoch, *v) for r in report.rows if r.info.role == "candidate" and r.info.ema == ema
+                        and r.info.epoch is not None and (v := metric_value(r, metric)) is not None)
+        if not points:
+            continue
+        xs, means = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(xs, means, marker="o", markersize=4, color=colour, label=label, zorder=3)
+        banded = [p for p in points if p[2] is not None]
+        if len(banded) >= 2:
+            ax.fill_between([p[0] for p in banded], [p[2] for p in banded], [p[3] for p in banded], color=colour,
+                            alpha=0.18, linewidth=0, label=f"{label} {100 * report.config.bootstrap.confidence:g}% CI")
+        elif banded:
+            x, mean, low, high = banded[0]
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, capsize=3)
+    for row in report.rows:
+        value = metric_value(row, metric)
+        if row.info.role == "base" and value is not None:
+            ax.axhline(value[0], color=BASE_COLOUR, linestyle="--", linewidth=1.2, label="base", zorder=2)
+            if value[1] is not None:
+                ax.axhspan(value[1], value[2], color=BASE_COLOUR, alpha=0.07, linewidth=0)
+        if (row.info.file_name == report.recommendations["overall"].checkpoint and value is not None
+                and row.info.epoch is not None):
+            ax.plot([row.info.epoch], [value[0]], marker="*", markersize=15, color="#f2c12e",
+                    markeredgecolor="black", linestyle="none", label="recommended", zorder=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    prompts = f"{info.prompts} prompts" if info.prompts else "all prompts"
+    ax.set_title(f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better; {prompts})", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    if metric == report.config.primary and report.loss:
+        handles, labels = _loss_axis(ax, report, handles, labels)
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+    return fig
+
+
+def _loss_axis(ax, report: Report, handles, labels):
+    xs, ys = loss_positions(report)
+    loss_ax = ax.twinx()
+    window = max(1, len(ys) // 40)
+    if window > 1:
+        loss_ax.plot(xs, ys, color=LOSS_COLOUR, linewidth=0.6, alpha=0.35)
+    loss_ax.plot(xs, _smoothed(ys, window), color=LOSS_COLOUR, linewidth=1.2,
+                 label="training loss" + (f" (mean of {window} steps)" if window > 1 else ""))
+    loss_ax.set_ylabel("training loss", color=LOSS_COLOUR)
+    loss_ax.tick_params(axis="y", colors=LOSS_COLOUR)
+    ax.set_zorder(loss_ax.get_zorder() + 1)  # the metric's lines above the loss curve
+    ax.patch.set_visible(False)
+    more_handles, more_labels = loss_ax.get_legend_handles_labels()
+    return handles + more_handles, labels + more_labels
+
+
+def figure_svg(fig, prefix: str) -> str:
+    """The figure as an `<svg>` element for an HTML page: no XML prolog, metadata or namespace URLs, and every
+    id prefixed with `prefix` (with its references)."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": prefix}):
+        fig.savefig(buffer, format="svg")
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    return re.sub(r'(\bid="|#)([\w.-]+)', lambda m: m.group(1) + (f"{prefix}-{m.group(2)}" if m.group(2) in ids
+                                                                    else m.group(2)), svg)
+
+
+def report_figures(report: Report) -> list[tuple[str, object]]:
+    """(metric, Figure) for every metric of the report, the primary first."""
+    names = [m.name for m in report.metrics]
+    names.sort(key=lambda name: name != report.config.primary)
+    return [(name, metric_figure(report, name)) for name in names]

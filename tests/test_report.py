@@ -1,0 +1,128 @@
+"""`evalsvc report` on the shortened demo run: the JSON numbers match the scores table, the Markdown has the
+leaderboard and the recommendation, the HTML is offline with SVG plots and image strips, bad runs are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import duckdb
+import pytest
+
+from evalsvc.cli import main
+
+
+def _report(root, tmp_path, fmt, capsys, *extra):
+    out = tmp_path / f"report.{fmt}"
+    assert main(["report", "--store", str(root), "--run", "purple", "--format", fmt, "--out", str(out), *extra]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    return out.read_text(encoding="utf-8")
+
+
+def _means_by_sql(root, metric: str, role: str | None) -> dict[tuple[str, float], float]:
+    """{(checkpoint file, cfg): mean} of an image-level metric straight from the tables."""
+    db = duckdb.connect(str(root / "evalsvc.duckdb"), read_only=True)
+    try:
+        rows = db.execute(
+            "SELECT c.file_name, w.cfg, avg(s.value) FROM scores s JOIN work w ON w.key = s.key "
+            "JOIN grid_cells g ON g.key = s.key AND g.run = 'purple' "
+            "JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id "
+            "JOIN checkpoints c ON c.sha256 = w.checkpoint "
+            "WHERE s.metric = ? AND s.value IS NOT NULL AND (? IS NULL OR p.role = ?) GROUP BY 1, 2",
+            [metric, role, role]).fetchall()
+    finally:
+        db.close()
+    return {(name, float(cfg)): mean for name, cfg, mean in rows}
+
+
+def test_json_numbers_match_the_scores_table(short_demo, tmp_path, capsys):
+    root, demo_out = short_demo
+    report = json.loads(_report(root, tmp_path, "json", capsys))
+    assert report["run"] == "purple" and report["primary"] == "clip_t"
+    candidates = {c["name"] for c in report["checkpoints"] if c["role"] == "candidate"}
+    assert len(candidates) == 4 and sum(c["role"] == "base" for c in report["checkpoints"]) == 1
+    for key in ("recommendation", "recommendation_raw", "recommendation_ema"):
+        rec = report[key]
+        assert rec["checkpoint"] in candidates and rec["best"] in candidates and rec["reasons"]
+        assert {"epoch", "ema", "cfg", "verdicts"} <= rec.keys()
+    assert report["recommendation_raw"]["ema"] is False and report["recommendation_ema"]["ema"] is True
+    # The same rule as the demo's printout, per kind of weights.
+    assert f"raw: recommended {report['recommendation_raw']['checkpoint']} " in demo_out
+    assert f"EMA: recommended {report['recommendation_ema']['checkpoint']} " in demo_out
+
+    target = _means_by_sql(root, "clip_t", "target")
+    for checkpoint in report["checkpoints"]:
+        primary = checkpoint["metrics"]["clip_t"]
+        assert primary["ci_low"] <= primary["mean"] <= primary["ci_high"]
+        assert primary["higher_is_better"] is True and primary["prompt_role"] == "target"
+        assert primary["cfg"] == checkpoint["cfg"]
+        by_cfg = {cfg: mean for (name, cfg), mean in target.items() if name == checkpoint["name"]}
+        assert checkpoint["cfg"] == max(by_cfg, key=by_cfg.get)  # the best CFG for the primary metric
+        assert primary["mean"] == pytest.approx(by_cfg[checkpoint["cfg"]], abs=1e-12)
+    # Adherence metrics on target prompts, the others on every prompt they have (drift: holdout only).
+    oracle, drift = _means_by_sql(root, "oracle", "target"), _means_by_sql(root, "drift", None)
+    for checkpoint in report["checkpoints"]:
+        key = (checkpoint["name"], checkpoint["cfg"])
+        assert checkpoint["metrics"]["oracle"]["mean"] == pytest.approx(oracle[key], abs=1e-12)
+        if checkpoint["role"] == "candidate":
+            assert checkpoint["metrics"]["drift"]["mean"] == pytest.approx(drift[key], abs=1e-12)
+        else:
+            assert "drift" not in checkpoint["metrics"]
+    assert report["metrics"]["drift"]["prompt_role"] == "holdout"
+    db = duckdb.connect(str(root / "evalsvc.duckdb"), read_only=True)
+    losses = db.execute("SELECT step, epoch, loss FROM losses WHERE run = 'purple' ORDER BY step").fetchall()
+    db.close()
+    assert [(p["step"], p["epoch"], p["loss"]) for p in report["loss"]] == losses and losses
+
+
+def test_markdown_has_the_leaderboard_and_the_recommendation(short_demo, copy_store, capsys):
+    root = copy_store(short_demo[0])
+    assert main(["report", "--store", str(root), "--run", "purple"]) == 0  # default: Markdown in the store
+    path = root / "reports" / "purple.md"
+    assert capsys.readouterr().out.strip() == str(path)
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(_report(root, root, "json", capsys))
+    recommended = data["recommendation"]["checkpoint"]
+    assert "| checkpoint | epoch | weights | CFG | clip_t ↑ (target) |" in text
+    assert f"**Recommended** by clip_t on target prompts: **{recommended}**" in text
+    assert f"| **{recommended}** ⭐ |" in text
+    for checkpoint in data["checkpoints"]:
+        e = checkpoint["metrics"]["clip_t"]
+        assert re.search(rf"^\| (\*\*)?{re.escape(checkpoint['name'])}.*\| {e['mean']:.4g} \[", text, re.M)
+    for reason in data["recommendation"]["reasons"]:
+        assert f"- {reason}" in text
+    assert "### Flags" in text
+
+
+def test_html_is_offline_with_svg_plots_and_image_strips(short_demo, tmp_path, capsys):
+    root, _ = short_demo
+    text = _report(root, tmp_path, "html", capsys)
+    # Nothing is fetched: no URL in an attribute, no stylesheet/script/font links, no CSS url() or @import.
+    assert not re.search(r"""(?:src|href|action|data)\s*=\s*["']?\s*(?:https?:)?//""", text, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//|@import|<script|<link|<iframe", text, re.I)
+    assert "http://" not in text and "https://" not in text
+    data = json.loads(_report(root, tmp_path, "json", capsys))
+    assert text.count("<svg") == len(data["metrics"]) >= 5
+    assert "training loss" in text  # the loss curve on the primary metric's plot
+    strips = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', text)
+    assert len(strips) >= 3 * 2
+    ids = Counter(re.findall(r'\bid="([^"]+)"', text))
+    assert not [i for i, n in ids.items() if n > 1]  # many plots on one page: ids stay unique
+    assert data["recommendation"]["checkpoint"] in text
+
+
+def test_unknown_run_and_unscored_run_are_refused(short_demo, copy_store, capsys):
+    root = copy_store(short_demo[0])
+    assert main(["report", "--store", str(root), "--run", "nope"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evalsvc: error: no run named 'nope'") and "\n" not in err
+    assert main(["report", "--store", str(root), "--run", "purple", "--primary", "kid"]) != 0
+    assert "image-level metric" in capsys.readouterr().err
+    db = duckdb.connect(str(root / "evalsvc.duckdb"))
+    db.execute("DELETE FROM scores")
+    db.close()
+    assert main(["report", "--store", str(root), "--run", "purple", "--format", "json"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == "evalsvc: error: run 'purple' has no scores yet; run `evalsvc score --run purple` first"
+    assert not (root / "reports" / "purple.json").exists()
