@@ -179,3 +179,24 @@ def test_short_training_reduces_the_loss_deterministically(tmp_path):
 def test_config_refuses_nonsense(field, value):
     with pytest.raises(ValueError, match=field):
         ClipTrainConfig(**{field: value})
+
+
+def test_text_tower_as_transformers_model_reproduces_encode_text(toy_clip):
+    """The toy base's frozen text encoder is the toy CLIP's text tower: same hidden state at the end token."""
+    from evalsvc.toy.tokenizer import clip_tokenizer
+    from trainer.toyworld.clip_text import toy_clip_text_encoder
+
+    model, _, tokenizer = toy_clip
+    captions = ["a red circle on the left, white background", "a purple triangle at the top, gray background"]
+    ids = clip_tokenizer()(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    # open_clip pads with 0, the pipeline's tokenizer with the end token; up to the end token they agree
+    assert torch.equal(ids[:, :11], tokenizer(captions)[:, :11])
+    with torch.no_grad():
+        hidden = toy_clip_text_encoder().eval()(ids).last_hidden_state
+        end = ids.argmax(dim=-1)
+        torch.testing.assert_close(hidden[torch.arange(2), end] @ model.text_projection, model.encode_text(ids),
+                                   rtol=1e-5, atol=1e-5)
+        # shape and position words change the per-token states the UNet attends to, not only colour
+        swapped = clip_tokenizer()(["a red square on the right, white background"], padding="max_length",
+                                   max_length=77, return_tensors="pt").input_ids
+        assert (toy_clip_text_encoder()(swapped).last_hidden_state[0, 3:9] - hidden[0, 3:9]).norm(dim=-1).min() > 0.5

@@ -2,8 +2,9 @@
 
 Images are 64x64 and the VAE downsamples by 4, so the UNet works on 16x16x4 latents. The VAE is
 trained on unlabelled shapes of random and palette colours (a colour codec: it sees no caption, so it
-learns no concept); the UNet and text encoder are then trained from scratch by the trainer
-(`network.kind = "full"`) on captioned scenes without purple.
+learns no concept). The text encoder is the toy CLIP's text tower, frozen, as SD1.5's is OpenAI CLIP's;
+the UNet is then trained from scratch by the trainer (`network.kind = "full"`) on captioned scenes
+without purple.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .world import BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, SHAPES, Scene, d
 LATENT_SIZE = 16
 
 
-def toy_unet(cross_attention_dim: int = 64):
+def toy_unet(cross_attention_dim: int = 32):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -53,27 +54,19 @@ def toy_vae():
     )
 
 
-def toy_text_encoder(hidden: int = 64):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=3,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407, hidden_act="quick_gelu",
-    ))
-
-
 def toy_pipeline(vae, seed: int):
-    """A StableDiffusionPipeline with a trained `vae` and freshly initialised UNet and text encoder."""
+    """A StableDiffusionPipeline with a trained `vae`, the toy CLIP's text encoder and a fresh UNet."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     from evalsvc.toy.tokenizer import clip_tokenizer
+
+    from .clip_text import toy_clip_text_encoder
 
     torch.manual_seed(seed)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
     return StableDiffusionPipeline(
-        unet=toy_unet(), vae=vae, text_encoder=toy_text_encoder(), tokenizer=clip_tokenizer(), scheduler=scheduler,
+        unet=toy_unet(), vae=vae, text_encoder=toy_clip_text_encoder(), tokenizer=clip_tokenizer(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
