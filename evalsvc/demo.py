@@ -1,4 +1,4 @@
-"""`evalsvc demo`: the whole loop on the toy world, offline, in a few minutes on a laptop CPU.
+"""`evalsvc demo`: the whole loop on the toy world, offline, in about 9 minutes on 2 CPU cores.
 
 1. writes the committed toy base (trained on the toy world without purple) as a diffusers folder;
 2. draws a small purple dataset and trains a LoRA that teaches purple, saving raw and EMA weights
