@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,10 @@ class BackboneSpec:
     def is_file(self) -> bool:
         return Path(self.pretrained).suffix in (".safetensors", ".bin", ".pt", ".pth")
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """Names the embeddings in the store: model and tag, or model and the weight file's content hash."""
+        """Names the embeddings in the store: model and tag, or model and the weight file's content hash
+        (hashed once per spec: a CLIP-L file is 1.7 GB)."""
         if self.is_file:
             return f"{self.model}@{_file_sha256(Path(self.pretrained))[:16]}"
         return f"{self.model}:{self.pretrained}"
@@ -90,7 +92,8 @@ def _cached_tag_file(model: str, tag: str) -> str | None:
 def require_weights(spec: BackboneSpec) -> str:
     """The local weight file for `spec`, or MissingWeights saying how to get it."""
     if spec.is_file:
-        _file_sha256(Path(spec.pretrained))
+        if not Path(spec.pretrained).is_file():
+            raise MissingWeights(f"CLIP weights file {spec.pretrained} does not exist")
         return spec.pretrained
     found = _cached_tag_file(spec.model, spec.pretrained)
     if found is None:

@@ -60,7 +60,7 @@ class ScoringContext:
     def __init__(self, store, run: str, cells: list[ScoredCell], config: ScoreConfig):
         self.store, self.run, self.cells, self.config = store, run, cells, config
 
-    @cached_property
+    @property
     def backbone_id(self) -> str:
         return self.config.backbone.id
 
