@@ -171,3 +171,10 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | None = N
 
 def mark_failed(db, sha256: str, reason: str) -> None:
     db.execute("UPDATE checkpoints SET status = 'failed', error = ? WHERE sha256 = ?", [reason, sha256])
+
+
+def run_file_names(db, run: str) -> set[str]:
+    """File names of every checkpoint registered under `run` (base included)."""
+    return {name for name, in db.execute(
+        "SELECT c.file_name FROM run_checkpoints rc JOIN checkpoints c ON c.sha256 = rc.sha256 WHERE rc.run = ?",
+        [run]).fetchall()}

@@ -17,8 +17,10 @@ Everything is written under the store folder (`./evalsvc-store` or `$EVALSVC_STO
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .demo_variants import MEMORISED, OVERCOOKED, BadVariants, train_bad_variants
 
 DEMO_RUN = "purple"
 DEMO_SUITE = "toyworld"
@@ -35,6 +37,7 @@ class DemoSettings:
     cfg: float = 5.0
     steps: int = 20
     sampler: str = "euler"
+    variants: BadVariants | None = field(default_factory=BadVariants)
 
 
 @dataclass
@@ -68,21 +71,32 @@ def lora_config(ctx: DemoContext, base: Path, data: Path):
 
 
 def train_lora(ctx: DemoContext) -> None:
-    """Train the purple LoRA unless every epoch of it is already registered (a re-run samples what is missing)."""
+    """Train the purple LoRA unless every epoch of it is already registered (a re-run samples what is missing),
+    then the deliberately bad variants (see `demo_variants`)."""
     from evalsvc.toy.toy_base import materialize_toy_base
     from trainer.toyworld.world import write_dataset
-    from trainer.train import train
+    from trainer.train import checkpoint_path
+
+    from .catalog import run_file_names
 
     base = materialize_toy_base(ctx.models / "toy-sd15")
     data = ctx.models / "purple-data"
     if not data.exists():
         write_dataset(data, ctx.settings.images, seed=1, colours=("purple",))
     config = lora_config(ctx, base, data)
-    done = ctx.store.db.execute(
-        "SELECT count(*) FROM run_checkpoints WHERE run = ? AND role = 'candidate'", [DEMO_RUN]).fetchone()[0]
-    if done >= 2 * ctx.settings.epochs:
+    registered = run_file_names(ctx.store.db, DEMO_RUN)
+    epochs = {checkpoint_path(config, e, ema).name for e in range(1, ctx.settings.epochs + 1) for ema in (False, True)}
+    if epochs <= registered:
         print(f"LoRA {DEMO_RUN!r}: all {ctx.settings.epochs} epochs already trained and registered")
-        return
+    else:
+        _train_good(ctx, config)
+    if ctx.settings.variants is not None:
+        train_bad_variants(ctx, config, DEMO_RUN, ctx.settings.variants)
+
+
+def _train_good(ctx: DemoContext, config) -> None:
+    from trainer.train import train
+
     print(f"training LoRA {DEMO_RUN!r} on {ctx.settings.images} purple images for {ctx.settings.epochs} epochs "
           f"(raw and EMA weights saved every epoch)", flush=True)
     for event in train(config, ctx.store):
@@ -147,18 +161,40 @@ def score(ctx: DemoContext) -> None:
     print(f"\nscored with the toy CLIP in {report.seconds:.1f} s: {done}")
 
 
-def print_recommendations(ctx: DemoContext, oracle_rows: list[dict]) -> None:
-    from .scoring.results import AnalysisConfig, run_recommendation
+def print_recommendations(ctx: DemoContext) -> None:
+    """The recommendation of each series beside the oracle's best set, then how the bad variants rank."""
+    from .demo_truth import best_set_check, pair_orders
+    from .scoring.results import AnalysisConfig
 
-    for ema, series in ((False, "raw"), (True, "EMA")):
-        recommendation = run_recommendation(ctx.store, DEMO_RUN, AnalysisConfig(primary="clip_t", ema=ema))
-        rows = [r for r in oracle_rows if r["weights"] == series]
-        oracle_best = max(rows, key=lambda r: r["target"])
-        print(f"\n{series}: recommended {recommendation.checkpoint} (epoch {recommendation.epoch}, CFG "
-              f"{recommendation.cfg:g}); the oracle's best is epoch {oracle_best['epoch']} "
-              f"(purple score {oracle_best['target']:.2f})")
-        for reason in recommendation.reasons[:2]:
-            print(f"  {reason}")
+    for ema in (False, True):
+        check = best_set_check(ctx.store, DEMO_RUN, AnalysisConfig(primary="clip_t", ema=ema))
+        r, b = check.recommended_oracle, check.oracle_best_estimate
+        epochs = ", ".join(str(info.epoch) if info.series == DEMO_RUN else info.file_name for info in check.best_set)
+        print(f"\n{check.series}: recommended {check.recommended.file_name} (epoch {check.recommended.epoch}, "
+              f"oracle {r.mean:.2f}); the oracle's best is epoch {check.oracle_best.epoch} ({b.mean:.2f}, 95% CI "
+              f"{b.ci_low:.2f} to {b.ci_high:.2f}); within that CI: epochs {epochs} -> "
+              f"{'inside' if check.inside else 'OUTSIDE'} the oracle's best set")
+        for verdict in check.recommendation.verdicts:
+            if verdict.status == "excluded":
+                print(f"  {verdict.reason}")
+    names = [_name(ctx, "purple", 1), _name(ctx, OVERCOOKED, None), _name(ctx, MEMORISED, None)]
+    names = [n for n in names if n is not None]
+    recommended = best_set_check(ctx.store, DEMO_RUN, AnalysisConfig(primary="clip_t", ema=False)).recommended
+    orders = pair_orders(ctx.store, DEMO_RUN, [recommended.file_name, *names], "clip_t", AnalysisConfig())
+    print("\npairs the oracle orders (paired difference on purple prompts, first minus second): does clip_t agree?")
+    for order in orders:
+        verdict = {None: "oracle: no clear order", True: "agrees", False: "DISAGREES"}[order.agrees]
+        print(f"  {order.a.file_name} vs {order.b.file_name}: oracle {order.oracle.mean:+.2f}, "
+              f"clip_t {order.metric.mean:+.3f} -> {verdict}")
+
+
+def _name(ctx: DemoContext, series: str, epoch: int | None) -> str | None:
+    from .scoring.results import run_checkpoints
+
+    for info in run_checkpoints(ctx.store, DEMO_RUN).values():
+        if info.series == series and not info.ema and (epoch is None or info.epoch == epoch):
+            return info.file_name
+    return None
 
 
 def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSettings = DemoSettings()) -> int:
@@ -170,9 +206,9 @@ def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSetti
         ctx = DemoContext(store, root, settings, progress)
         train_lora(ctx)
         failed = sample(ctx)
-        oracle_rows = print_oracle(ctx)
+        print_oracle(ctx)
         score(ctx)
-        print_recommendations(ctx, oracle_rows)
+        print_recommendations(ctx)
         print("\n" + render_status(store_status(store.db)))
     print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext); checkpoints in {ctx.models}")
     print(f"see `evalsvc status --store {root}`")

@@ -77,18 +77,32 @@ def store(tmp_path):
 
 @pytest.fixture(scope="session")
 def short_demo(tmp_path_factory):
-    """The demo loop, shortened (2 epochs, 1 seed, 10 steps), run once: (store folder, its stdout).
+    """The demo loop, shortened (2 epochs, 1 seed, 10 steps, no bad variants), run once: (store folder, stdout).
 
     Tests that write to the store copy it first (`copy_store`)."""
+    from evalsvc.demo import DemoSettings
+
+    return _run_demo(tmp_path_factory, DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None))
+
+
+@pytest.fixture(scope="session")
+def full_demo(tmp_path_factory):
+    """`evalsvc demo` exactly as a user runs it (about 5 minutes on 2 cores): (store folder, stdout)."""
+    from evalsvc.demo import DemoSettings
+
+    return _run_demo(tmp_path_factory, DemoSettings())
+
+
+def _run_demo(tmp_path_factory, settings):
     import contextlib
     import io
 
-    from evalsvc.demo import DemoSettings, run_demo
+    from evalsvc.demo import run_demo
 
     root = tmp_path_factory.mktemp("demo") / "store"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = run_demo(root, progress=False, settings=DemoSettings(epochs=2, seeds=(1,), steps=10))
+        code = run_demo(root, progress=False, settings=settings)
     assert code == 0, out.getvalue()
     return root, out.getvalue()
 

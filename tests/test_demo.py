@@ -42,13 +42,81 @@ def test_demo_trains_registers_samples_and_scores_by_oracle(short_demo, copy_sto
     prompts = len(load_suite("toyworld").prompts)
     with open_store(root, read_only=True) as store:
         done = store.db.execute("SELECT count(*) FROM work WHERE state = 'done'").fetchone()[0]
+        sizes = set(store.db.execute("SELECT DISTINCT width, height FROM work").fetchall())
         rows = oracle_per_checkpoint(store, DEMO_RUN)
     assert done == 5 * prompts  # base + 2 epochs x (raw, EMA)
+    assert sizes == {(64, 64)}  # the toy base's native size (its VAE downscales 4x, not SD's 8x)
     assert [(r["weights"], r["epoch"]) for r in rows] == [
         ("base", 0), ("raw", 1), ("raw", 2), ("EMA", 1), ("EMA", 2)]
     assert all(0 <= r["target"] <= 1 and 0 <= r["holdout"] <= 1 for r in rows)
     # A second run trains nothing and samples nothing new.
     again = copy_store(root)
-    assert run_demo(again, progress=False, settings=DemoSettings(epochs=2, seeds=(1,), steps=10)) == 0
+    settings = DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None)
+    assert run_demo(again, progress=False, settings=settings) == 0
     out = capsys.readouterr().out
     assert "already trained" in out and "0 sampled now" in out
+
+
+def _variant(store, series: str):
+    from evalsvc.demo import DEMO_RUN
+    from evalsvc.scoring.results import run_checkpoints
+
+    return next(i for i in run_checkpoints(store, DEMO_RUN).values() if i.series == series)
+
+
+def test_full_demo_recommends_inside_the_oracles_best_set(full_demo):
+    """Raw and EMA: the recommendation (clip_t) has an oracle score within the CI of the oracle's best."""
+    from evalsvc.demo import DEMO_RUN
+    from evalsvc.demo_truth import best_set_check
+    from evalsvc.scoring.results import AnalysisConfig
+    from evalsvc.store import open_store
+
+    root, out = full_demo
+    with open_store(root, read_only=True) as store:
+        for ema in (False, True):
+            check = best_set_check(store, DEMO_RUN, AnalysisConfig(primary="clip_t", ema=ema))
+            assert check.inside, check
+            assert check.recommended.series == DEMO_RUN and check.recommended.ema == ema
+            # the oracle's best is clearly better than the base's epoch-1 start, so the set is not everything
+            assert len(check.best_set) < 8 + (not ema) * 2
+    assert out.count("inside the oracle's best set") == 2
+
+
+def test_full_demo_flags_the_overcooked_lora_and_ranks_the_variants_as_the_oracle_does(full_demo):
+    from evalsvc.demo import DEMO_RUN
+    from evalsvc.demo_truth import best_set_check, pair_orders
+    from evalsvc.demo_variants import MEMORISED, OVERCOOKED
+    from evalsvc.scoring.results import AnalysisConfig, run_recommendation
+    from evalsvc.store import open_store
+
+    root, _ = full_demo
+    with open_store(root, read_only=True) as store:
+        verdicts = {v.name: v for v in run_recommendation(store, DEMO_RUN, AnalysisConfig(ema=False)).verdicts}
+        overcooked, memorised = _variant(store, OVERCOOKED), _variant(store, MEMORISED)
+        assert verdicts[overcooked.file_name].status == "excluded"
+        assert "overcooked" in verdicts[overcooked.file_name].reason
+        # no checkpoint of the good run is flagged
+        assert not [v for v in verdicts.values() if v.status == "excluded" and v.name != overcooked.file_name]
+        recommended = best_set_check(store, DEMO_RUN, AnalysisConfig(ema=False)).recommended
+        names = [recommended.file_name, "purple-000001.safetensors", overcooked.file_name, memorised.file_name]
+        orders = pair_orders(store, DEMO_RUN, names, "clip_t", AnalysisConfig())
+    decided = [o for o in orders if o.agrees is not None]
+    # measured: the oracle separates 5 of the 6 pairs (not the recommended epoch vs the memorised LoRA)
+    assert len(decided) >= 4, orders
+    assert all(o.agrees for o in decided), [o for o in decided if not o.agrees]
+
+
+@pytest.mark.xfail(strict=True, reason="the toy world's 'memorised' LoRA (3 images, 60 epochs) does not copy its "
+                   "training images: its nearest-training-image similarity stays below the training set's own "
+                   "near-duplicate level, so the memorisation flag rightly stays off; see issue 4's note")
+def test_full_demo_flags_the_memorised_lora(full_demo):
+    from evalsvc.demo import DEMO_RUN
+    from evalsvc.demo_variants import MEMORISED
+    from evalsvc.scoring.results import AnalysisConfig, run_recommendation
+    from evalsvc.store import open_store
+
+    root, _ = full_demo
+    with open_store(root, read_only=True) as store:
+        memorised = _variant(store, MEMORISED)
+        verdicts = {v.name: v for v in run_recommendation(store, DEMO_RUN, AnalysisConfig(ema=False)).verdicts}
+    assert verdicts[memorised.file_name].status == "excluded"

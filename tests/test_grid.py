@@ -158,3 +158,18 @@ def test_a_run_whose_checkpoints_all_failed_says_so(tmp_path, capsys):
     assert main(["sample", "--store", str(store), "--run", "r", "--suite", "toy", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no usable checkpoints" in err and "x-000001: tensor 'x' has 1 NaN/Inf values" in err
+
+
+@pytest.mark.parametrize(("folder", "side"), [("toy", 64), ("tiny", 64)])
+def test_native_size_reads_the_vae_downscale_from_its_config(folder, side, sd15_dir):
+    """The toy base's VAE has 3 blocks (downscale 4, latents 16 -> 64 px); SD's and the tiny one's have 4 (x8)."""
+    from evalsvc.catalog import CheckpointRow
+    from evalsvc.sampling.models import native_size
+    from evalsvc.toy.toy_base import TOY_BASE_DIR
+
+    path = str(TOY_BASE_DIR if folder == "toy" else sd15_dir)
+    row = CheckpointRow("0" * 64, path, Path(path).name, "diffusers", "sd15", None, None, None, False, None, None, {},
+                        "ok", None, role="base")
+    vae = json.loads((Path(path) / "vae" / "config.json").read_text())
+    unet = json.loads((Path(path) / "unet" / "config.json").read_text())
+    assert native_size(row) == side == unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)

@@ -94,6 +94,18 @@ def test_overcook_score_is_higher_for_contrast_stretched_images():
     np.testing.assert_allclose(overcook_score(fried_stats), x.mean(axis=1), rtol=1e-12)
 
 
+def test_overcook_score_takes_the_mean_from_the_reference_and_the_spread_from_spread():
+    rng = np.random.default_rng(2)
+    same_prompt = overcook_stats(rng.uniform(0.2, 0.6, (1, 8, 8, 3)))  # one base image of this prompt
+    every_base = overcook_stats(rng.uniform(0.0, 1.0, (9, 8, 8, 3)))
+    images = overcook_stats(rng.uniform(0.0, 1.0, (4, 8, 8, 3)))
+    scores = overcook_score(images, same_prompt, spread=every_base)
+    mean, std = same_prompt.as_matrix().mean(axis=0), np.maximum(every_base.as_matrix().std(axis=0), 0.01)
+    np.testing.assert_allclose(scores, ((images.as_matrix() - mean) / std).mean(axis=1), rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        overcook_score(images, same_prompt)  # one image has no spread of its own
+
+
 @pytest.mark.parametrize("bad", [np.full((2, 4, 4, 3), 1.5), np.zeros((4, 4, 3)), np.zeros((2, 4, 4, 4)),
                                  np.zeros((2, 4, 4, 3), np.int64)])
 def test_overcook_refuses_bad_images(bad):

@@ -1,7 +1,8 @@
 """Each metric against the epoch, as inline SVG for the HTML report.
 
-Raw and EMA weights are separate lines with interval bands, the base a dashed reference line, the
-recommended checkpoint a star; the primary metric's plot carries the training loss on a second axis
+Raw and EMA weights of the run's main training series are separate lines with interval bands, the base
+a dashed reference line, checkpoints of other training series (say, a variant trained beside it) dotted
+reference lines, the recommended checkpoint a star; the primary metric's plot carries the training loss on a second axis
 (one curve: raw and EMA files come from the same training run). Figures use matplotlib's object API,
 never pyplot's global state; SVG text stays text, and ids are prefixed per figure so that many plots
 can share one page.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 
 from .model import Report
 
 SERIES = ((False, "raw", "#1f6fb4"), (True, "EMA", "#d2452a"))
 BASE_COLOUR = "#555555"
+OTHER_COLOURS = ("#8e44ad", "#b8860b", "#16a085", "#7f8c8d")
 LOSS_COLOUR = "#4d8f52"
 
 
@@ -51,6 +54,12 @@ def _smoothed(values: list[float], window: int) -> list[float]:
     return out
 
 
+def main_series(report: Report) -> str | None:
+    """The training series with the most candidate checkpoints: the one drawn as lines against the epoch."""
+    counts = Counter(r.info.series for r in report.rows if r.info.role == "candidate")
+    return counts.most_common(1)[0][0] if counts else None
+
+
 def metric_figure(report: Report, metric: str):
     """The plot of one metric against the epoch (a matplotlib Figure)."""
     from matplotlib.figure import Figure
@@ -59,9 +68,11 @@ def metric_figure(report: Report, metric: str):
     info = report.metric(metric)
     fig = Figure(figsize=(6.4, 3.4), layout="constrained")
     ax = fig.add_subplot()
+    main = main_series(report)
     for ema, label, colour in SERIES:
         points = sorted((r.info.epoch, *v) for r in report.rows if r.info.role == "candidate" and r.info.ema == ema
-                        and r.info.epoch is not None and (v := metric_value(r, metric)) is not None)
+                        and r.info.series == main and r.info.epoch is not None
+                        and (v := metric_value(r, metric)) is not None)
         if not points:
             continue
         xs, means = [p[0] for p in points], [p[1] for p in points]
@@ -73,8 +84,11 @@ def metric_figure(report: Report, metric: str):
         elif banded:
             x, mean, low, high = banded[0]
             ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, capsize=3)
+    others = iter(OTHER_COLOURS * len(report.rows))
     for row in report.rows:
         value = metric_value(row, metric)
+        if row.info.role == "candidate" and row.info.series != main and value is not None:
+            ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=row.info.label, zorder=2)
         if row.info.role == "base" and value is not None:
             ax.axhline(value[0], color=BASE_COLOUR, linestyle="--", linewidth=1.2, label="base", zorder=2)
             if value[1] is not None:

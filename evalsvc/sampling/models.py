@@ -152,11 +152,14 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def native_size(row: CheckpointRow) -> int:
-    """The image side a base model was trained at: from a diffusers folder's UNet config, else by arch."""
+    """The image side a base model was trained at: from a diffusers folder's UNet and VAE configs (the UNet's
+    latent side times the VAE's downscale, 2 per block after the first: 8 for SD's four blocks), else by arch."""
     import json
 
-    config = Path(row.config_path or row.path) / "unet" / "config.json"
-    if config.exists():
-        data = json.loads(config.read_text())
-        return int(data.get("sample_size", 64)) * 8
+    folder = Path(row.config_path or row.path)
+    unet, vae = folder / "unet" / "config.json", folder / "vae" / "config.json"
+    if unet.exists():
+        latent_side = int(json.loads(unet.read_text()).get("sample_size", 64))
+        blocks = len(json.loads(vae.read_text()).get("block_out_channels", [0] * 4)) if vae.exists() else 4
+        return latent_side * 2 ** (blocks - 1)
     return 1024 if row.arch == "sdxl" else 512

@@ -32,7 +32,8 @@ class Overcook(_NeedsBase):
     version = overcook.VERSION
     higher_is_better = False
     description = ("'deep-fried' z-score: saturation, clipped pixels, contrast and high-frequency energy against "
-                   "the base model's images of the same prompts (0 = like the base)")
+                   "the base model's images of the same prompt, in units of their spread over all base images "
+                   "(0 = like the base)")
 
     def compute(self, ctx, cells):
         base_by_prompt = defaultdict(list)
@@ -40,23 +41,23 @@ class Overcook(_NeedsBase):
             if cell.is_base:
                 base_by_prompt[cell.prompt_id].append(cell)
         all_base = [c for cs in base_by_prompt.values() for c in cs]
-        reference_all = overcook.overcook_stats(_pixels(all_base)) if len(all_base) >= 2 else None
+        if len(all_base) < 2:
+            return []
+        spread = overcook.overcook_stats(_pixels(all_base))
         out = []
         by_prompt = defaultdict(list)
         for cell in cells:
             by_prompt[cell.prompt_id].append(cell)
         for prompt_id, group in by_prompt.items():
             base = base_by_prompt.get(prompt_id, [])
-            reference = overcook.overcook_stats(_pixels(base)) if len(base) >= 2 else reference_all
-            if reference is None:
-                continue
+            reference = overcook.overcook_stats(_pixels(base)) if base else spread
             stats = overcook.overcook_stats(_pixels(group))
-            scores = overcook.overcook_score(stats, reference)
+            scores = overcook.overcook_score(stats, reference, spread=spread)
             for i, (cell, value) in enumerate(zip(group, scores)):
                 out.append(ScoreRow(cell.key, float(value), {
                     "saturation": float(stats.saturation[i]), "clipped": float(stats.clipped[i]),
                     "contrast": float(stats.contrast[i]), "high_frequency": float(stats.high_frequency[i]),
-                    "reference": "same prompt" if len(base) >= 2 else "all base images"}))
+                    "reference": "same prompt" if base else "all base images"}))
         return out
 
 

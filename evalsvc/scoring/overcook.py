@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-VERSION = "1"
+VERSION = "2"  # 2: the spread comes from every base image, the mean from the same prompt's
 CLIP_LOW = 1 / 255
 CLIP_HIGH = 254 / 255
 HIGH_FREQUENCY_CUTOFF = 0.25  # cycles per pixel
@@ -115,21 +115,24 @@ def overcook_stats(images, cutoff: float = HIGH_FREQUENCY_CUTOFF) -> OvercookSta
 
 
 def overcook_score(stats: OvercookStats, reference: OvercookStats | None = None,
-                   std_floor: float = STD_FLOOR) -> np.ndarray:
+                   std_floor: float = STD_FLOOR, spread: OvercookStats | None = None) -> np.ndarray:
     """One overcook value per image, higher = more fried.
 
-    With a `reference` (e.g. the base model's images on the same prompts): the mean over the four
-    statistics of the z-score (x - mean_ref) / max(std_ref, std_floor), std with ddof=0; the floor keeps a
-    reference with no spread (say, no clipped pixels at all) from dividing by zero. Without one: the mean
-    of the four raw statistics. The two scales differ; never compare values computed both ways.
+    With a `reference` (e.g. the base model's images of the same prompt): the mean over the four
+    statistics of the z-score (x - mean_ref) / max(std, std_floor), where std (ddof=0) is that of
+    `spread` (e.g. every base image of the run) or, without one, of `reference` itself. A few seeds of one
+    prompt say little about how much an image may vary, so the scorer takes the spread from all of the base's
+    images; the floor keeps a spread of zero (say, no clipped pixels at all) from dividing by zero. Without a
+    reference: the mean of the four raw statistics. The two scales differ; never compare values computed
+    both ways.
     """
     values = stats.as_matrix()
     if reference is None:
         return values.mean(axis=1)
-    if len(reference) < 2:
-        raise ValueError(f"a reference needs at least 2 images, got {len(reference)}")
+    spread = reference if spread is None else spread
+    if len(spread) < 2:
+        raise ValueError(f"the spread needs at least 2 images, got {len(spread)}")
     if not std_floor > 0:
         raise ValueError(f"std_floor must be positive, got {std_floor}")
-    ref = reference.as_matrix()
-    z = (values - ref.mean(axis=0)) / np.maximum(ref.std(axis=0), std_floor)
+    z = (values - reference.as_matrix().mean(axis=0)) / np.maximum(spread.as_matrix().std(axis=0), std_floor)
     return z.mean(axis=1)

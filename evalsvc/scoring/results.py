@@ -23,6 +23,7 @@ class CheckpointInfo:
     epoch: int | None
     ema: bool
     role: str  # "base" or "candidate"
+    series: str = ""  # the training run that wrote it (kohya's ss_output_name); one line in a plot
 
     @property
     def label(self) -> str:
@@ -36,7 +37,9 @@ class FlagThresholds:
     """When a checkpoint is excluded from the recommendation."""
 
     memorised_share: float = 0.5  # share of images flagged as near-copies by `memorised`
-    overcook: float = 2.0  # mean `overcook` z-score against the base
+    # mean `overcook` z-score against the base, in units of the base images' spread; on the demo (measured):
+    # good epochs 0.3 at most, the LoRA trained at 30x the learning rate 1.9
+    overcook: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ class LeaderboardRow:
 
 def run_checkpoints(store, run: str) -> dict[str, CheckpointInfo]:
     rows = store.db.execute(
-        "SELECT c.sha256, c.file_name, c.epoch, c.ema, rc.role FROM run_checkpoints rc "
-        "JOIN checkpoints c ON c.sha256 = rc.sha256 WHERE rc.run = ? ORDER BY rc.role, c.ema, c.epoch, c.file_name",
-        [run]).fetchall()
-    return {sha: CheckpointInfo(sha, name, epoch, bool(ema), role) for sha, name, epoch, ema, role in rows}
+        "SELECT c.sha256, c.file_name, c.epoch, c.ema, rc.role, coalesce(json_extract_string(c.metadata, "
+        "'$.ss_output_name'), json_extract_string(c.metadata, '$.\"modelspec.title\"'), c.file_name) "
+        "FROM run_checkpoints rc JOIN checkpoints c ON c.sha256 = rc.sha256 WHERE rc.run = ? "
+        "ORDER BY rc.role, c.ema, c.epoch, c.file_name", [run]).fetchall()
+    return {sha: CheckpointInfo(sha, name, epoch, bool(ema), role, series)
+            for sha, name, epoch, ema, role, series in rows}
 
 
 def metric_values(store, run: str, metric: str, prompt_role: str | None = None):
