@@ -51,6 +51,47 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights and activations dtype (default: bfloat16 on a GPU, float32 on a CPU)")
 
 
+def add_score_arguments(parser: argparse.ArgumentParser, after_sampling: bool = False) -> None:
+    """The scoring options of `score`; with `after_sampling`, a `--score` switch that turns them on."""
+    if after_sampling:
+        parser.add_argument("--score", action="store_true",
+                            help="score the run (as `evalsvc score` with the options below) after each sampling pass")
+    parser.add_argument("--metrics", help="comma-separated metric names (default: every registered scorer)")
+    parser.add_argument("--backbone", help="open_clip MODEL or MODEL:TAG, or 'toy' for the toy CLIP "
+                                           "(default ViT-L-14-quickgelu:openai, from the local model cache)")
+    parser.add_argument("--clip-weights", help="a local weights file for --backbone")
+    parser.add_argument("--reference", type=Path,
+                        help="folder of the training images (clip_i, nearest_train, kid, fid)")
+    parser.add_argument("--trigger", help="trigger word, removed from prompts for clip_t_untriggered")
+    parser.add_argument("--aesthetic-weights", type=Path,
+                        help="LAION aesthetic v2 head (.safetensors; .pth needs --allow-pickle) for `aesthetic`")
+    parser.add_argument("--pickscore-weights", type=Path,
+                        help="folder with PickScore v1 (default: yuvalkirstain/PickScore_v1 in the model cache)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read a .pth aesthetic head (with torch.load(weights_only=True))")
+
+
+def score_config(args, device: str | None, batch_size: int = 64):
+    from .scoring.backbone import BackboneSpec
+    from .scoring.registry import PreferenceWeights, ScoreConfig
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    preference = PreferenceWeights(args.aesthetic_weights, args.pickscore_weights, args.allow_pickle)
+    return ScoreConfig(metrics=metrics, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
+                       reference=args.reference, trigger=args.trigger, preference=preference, device=device or "cpu",
+                       batch_size=batch_size, progress=not args.no_progress)
+
+
+def score_and_print(store, run: str, config) -> None:
+    from .scoring.runner import score_run
+
+    report = score_run(store, run, config)
+    for line in report.skipped:
+        print(line)
+    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
+    print(f"run {run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)", flush=True)
+
+
 def grid_options(args):
     from .sampling.grid import GridOptions
     from .sampling.models import default_device, default_dtype
@@ -109,12 +150,15 @@ def cmd_sample(args) -> int:
     from .suites import load_suite
 
     config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    scoring = score_config(args, args.device) if args.score else None  # bad scoring options fail before sampling
     if args.suite is None:
         if any(getattr(args, k) is not None for k in ("seeds", "cfg", "steps", "sampler", "size")):
             raise InputError("grid options (--seeds, --cfg, ...) need --suite; without it the queued cells are sampled")
         with open_store(args.store) as store:
             report = sample_queued(store, args.run, config)
             root = store.layout.root
+            if scoring is not None:
+                score_and_print(store, args.run, scoring)
         print(f"run {args.run!r}, queued grid: {report.cells_total} cells; sampled {report.sampled} now, "
               f"{report.failed} failed; images in {root / 'images'}")
         return 1 if report.failed else 0
@@ -129,6 +173,11 @@ def cmd_sample(args) -> int:
         with open_store(args.store) as store:
             report = sample_run(store, args.run, suite, options, config)
             root = store.layout.root
+            if scoring is not None:
+                score_and_print(store, args.run, scoring)
+    if scoring is not None and distributed_world() > 1:
+        with open_store(root) as store:
+            score_and_print(store, args.run, scoring)
     rate = report.sampled / report.seconds if report.seconds else 0.0
     print(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} now "
           f"({rate:.2f} img/s), {report.failed} failed; images in {root / 'images'}")
@@ -157,6 +206,7 @@ def cmd_watch(args) -> int:
     options = grid_options(args)
     config = WatchConfig(interval=args.interval, stable_seconds=args.stable_seconds, max_idle=args.max_idle)
     runner = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    scoring = score_config(args, args.device) if args.score else None
     failed = 0
     with open_store(args.store) as store:
         print(f"watching {args.folder} for run {args.run!r} (suite {suite.name!r}); Ctrl-C stops", flush=True)
@@ -171,6 +221,8 @@ def cmd_watch(args) -> int:
                 failed += event.report.failed
                 print(f"sampled {event.report.sampled} cells ({event.report.failed} failed); "
                       f"grid has {event.report.cells_total}", flush=True)
+                if scoring is not None and event.report.sampled:
+                    score_and_print(store, args.run, scoring)
             else:
                 print(f"stopping: {event.detail}", flush=True)
     return 1 if failed else 0
@@ -208,21 +260,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .scoring.backbone import BackboneSpec
-    from .scoring.registry import ScoreConfig
-    from .scoring.runner import score_run
     from .store import open_store
 
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
-    config = ScoreConfig(metrics=metrics, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
-                         reference=args.reference, trigger=args.trigger, device=args.device or "cpu",
-                         batch_size=args.batch_size, progress=not args.no_progress)
+    config = score_config(args, args.device, args.batch_size)
     with open_store(args.store) as store:
-        report = score_run(store, args.run, config)
-    for line in report.skipped:
-        print(line)
-    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
-    print(f"run {args.run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)")
+        score_and_print(store, args.run, config)
     return 0
 
 
@@ -279,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 24 on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_score_arguments(p, after_sampling=True)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("watch", help="evaluate each checkpoint a trainer writes into a folder, once it is complete")
@@ -295,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-progress", action="store_true")
+    add_score_arguments(p, after_sampling=True)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("status", help="runs, checkpoints and grid completion")
@@ -312,12 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score a run's sampled images (CLIP, distribution, drift, overcook, oracle)")
     _store_arg(p)
     p.add_argument("--run", required=True)
-    p.add_argument("--metrics", help="comma-separated metric names (default: every registered scorer)")
-    p.add_argument("--backbone", help="open_clip MODEL or MODEL:TAG, or 'toy' for the toy CLIP "
-                                      "(default ViT-L-14-quickgelu:openai, from the local model cache)")
-    p.add_argument("--clip-weights", help="a local weights file for --backbone")
-    p.add_argument("--reference", type=Path, help="folder of the training images (clip_i, nearest_train, kid, fid)")
-    p.add_argument("--trigger", help="trigger word, removed from prompts for clip_t_untriggered")
+    add_score_arguments(p)
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, help="images per embedding batch (default 64)")
     p.add_argument("--no-progress", action="store_true")

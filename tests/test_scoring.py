@@ -105,6 +105,28 @@ def test_missing_weights_skip_the_scorer_with_one_line(short_demo, copy_store, t
     assert line.startswith("clip_t skipped:") and "ViT-L-14-quickgelu" in line and "\n" not in line
 
 
+def test_sample_with_score_scores_after_sampling(short_demo, copy_store, capsys):
+    """`evalsvc sample --score` is `evalsvc score` run after the sampling pass, with the same options."""
+    from evalsvc.cli import main
+
+    root = copy_store(short_demo[0])
+    with open_store(root) as store:
+        store.db.execute("DELETE FROM scores WHERE metric = 'overcook'")
+        cells = store.db.execute("SELECT count(*) FROM scores WHERE metric = 'oracle'").fetchone()[0]
+    assert main(["sample", "--store", str(root), "--run", "purple", "--no-progress", "--score",
+                 "--metrics", "overcook", "--backbone", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert "sampled 0 now" in out and f"values computed now: overcook {cells}" in out
+    with open_store(root, read_only=True) as store:
+        assert len(_values(store, "overcook")) == cells
+    # without --score nothing is scored
+    with open_store(root) as store:
+        store.db.execute("DELETE FROM scores WHERE metric = 'overcook'")
+    assert main(["sample", "--store", str(root), "--run", "purple", "--no-progress"]) == 0
+    with open_store(root, read_only=True) as store:
+        assert _values(store, "overcook") == {}
+
+
 def test_oracle_scores_are_the_oracles_judgement(scored):
     from evalsvc.scoring.cells import run_cells
     from trainer.toyworld.oracle import judge

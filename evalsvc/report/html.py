@@ -21,7 +21,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom
 .recommendation li, .notes li { margin: 0.25em 0; }
 table { border-collapse: collapse; font-size: 0.85em; } th, td { padding: 0.3em 0.6em; border: 1px solid #ddd; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-tr.recommended td { background: #fff7d6; font-weight: 600; }
+.wide { overflow-x: auto; } tr.recommended td { background: #fff7d6; font-weight: 600; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 .plots figure { margin: 0; flex: 1 1 520px; max-width: 640px; }
 .plots svg { width: 100%; height: auto; }
@@ -76,14 +76,15 @@ def _leaderboard(report: Report) -> str:
     rows = []
     for row in report.rows:
         mark = ' class="recommended"' if row.info.file_name == recommended else ""
-        star = " ⭐" if mark else ""
+        star = " ★" if mark else ""  # U+2605 is in common text fonts; the emoji star is not
         cells = [f"<td>{escape(row.info.file_name)}{star}</td>",
                  f'<td class="num">{"–" if row.info.epoch is None else row.info.epoch}</td>',
                  f"<td>{weights(row)}</td>", f'<td class="num">{row.cfg:g}</td>']
         cells += [f'<td class="num">{escape(metric_cell(row, m))}</td>' for m in names]
         rows.append(f"<tr{mark}>{''.join(cells)}</tr>")
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
-            "<p><small>⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets marks a "
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(rows) +
+            "\n</tbody></table></div>\n<p><small>★ recommended. ↑ higher is better, ↓ lower is better; "
+            "a prompt role in brackets marks a "
             "metric judged on those prompts only.</small></p>")
 
 

@@ -57,11 +57,11 @@ class BackboneSpec:
         """Names the embeddings in the store: model and tag, or model and the weight file's content hash
         (hashed once per spec: a CLIP-L file is 1.7 GB)."""
         if self.is_file:
-            return f"{self.model}@{_file_sha256(Path(self.pretrained))[:16]}"
+            return f"{self.model}@{file_sha256(Path(self.pretrained))[:16]}"
         return f"{self.model}:{self.pretrained}"
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     if not path.is_file():
         raise MissingWeights(f"CLIP weights file {path} does not exist")
     digest = hashlib.sha256()

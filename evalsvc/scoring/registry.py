@@ -42,6 +42,15 @@ class SetScoreRow:
 
 
 @dataclass(frozen=True)
+class PreferenceWeights:
+    """Local weights of the optional preference scorers (see `preference`)."""
+
+    aesthetic: Path | None = None  # the LAION aesthetic v2 head: .safetensors (or .pth with allow_pickle)
+    pickscore: Path | None = None  # a folder with the PickScore CLIPModel (default: the Hugging Face cache)
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
 class ScoreConfig:
     """What `evalsvc score` computes and with which weights."""
 
@@ -49,6 +58,7 @@ class ScoreConfig:
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     reference: Path | None = None  # the training images (clip_i, nearest_train, kid, fid)
     trigger: str | None = None  # removed from prompts for clip_t_untriggered
+    preference: PreferenceWeights = field(default_factory=PreferenceWeights)
     device: str = "cpu"
     batch_size: int = 64
     progress: bool = True
@@ -123,8 +133,9 @@ def scorer_registry() -> dict[str, type[Scorer]]:
     from .base_relative import Drift, DriftClip, Overcook
     from .clip_scores import ClipI, ClipT, ClipTUntriggered, Memorised, NearestTrain
     from .oracle_scorer import OracleScorer
+    from .preference import Aesthetic, PickScore
     from .set_scorers import Diversity, Fid, Kid
 
     scorers = (ClipT, ClipTUntriggered, ClipI, NearestTrain, Memorised, Diversity, Kid, Fid, Drift, DriftClip,
-               Overcook, OracleScorer)
+               Overcook, OracleScorer, Aesthetic, PickScore)
     return {scorer.name: scorer for scorer in scorers}
