@@ -146,4 +146,39 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0006_votes",
+        """
+        CREATE TABLE vote_pairs (
+            token TEXT PRIMARY KEY,
+            run TEXT NOT NULL,
+            voter TEXT NOT NULL,
+            left_key TEXT NOT NULL,
+            right_key TEXT NOT NULL,
+            left_image TEXT NOT NULL,
+            right_image TEXT NOT NULL,
+            issued_at TIMESTAMP NOT NULL,
+            expires_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE votes (
+            token TEXT PRIMARY KEY,
+            run TEXT NOT NULL,
+            voter TEXT NOT NULL,
+            left_checkpoint TEXT NOT NULL,
+            right_checkpoint TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            seed BIGINT NOT NULL,
+            cfg DOUBLE NOT NULL,
+            answer TEXT NOT NULL,
+            voted_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE decisions (
+            run TEXT NOT NULL,
+            checkpoint TEXT NOT NULL,
+            decided_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            decided_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
