@@ -1,0 +1,119 @@
+"""The grid view: any two axes of a run's samples as rows and columns, the others as filters, one page at a time.
+
+Axes are `checkpoint` (the file stem without its EMA token, so an epoch's raw and EMA files share a
+label: `purple-000003`), `weights` (base / raw / EMA), `cfg`, `seed` and `prompt` (prompt id). Every axis
+that is neither rows nor columns is pinned to one value: the filter given for it, else its first value;
+`weights` alone is left free when not filtered, and where a (row, column) then has several images the
+first in base, raw, EMA order is shown (so raw weights by default, the base where it is the only one). Rows are paged (`rows_per_page`), so a large grid is
+never one giant page; columns are all shown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+
+AXES = ("checkpoint", "weights", "cfg", "seed", "prompt")
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    run: str
+    rows: str = "checkpoint"
+    columns: str = "seed"
+    filters: Mapping[str, str] = field(default_factory=dict)
+    page: int = 0
+    rows_per_page: int = 8
+
+    def __post_init__(self):
+        for name, axis in (("rows", self.rows), ("columns", self.columns), *((f"filter {a}", a) for a in self.filters)):
+            if axis not in AXES:
+                raise InputError(f"{name}: unknown axis {axis!r} (axes: {', '.join(AXES)})")
+        if self.rows == self.columns:
+            raise InputError(f"rows and columns must be different axes, both are {self.rows!r}")
+        if self.rows_per_page < 1 or self.page < 0:
+            raise InputError(f"page must be >= 0 and rows_per_page >= 1, got {self.page} and {self.rows_per_page}")
+
+
+@dataclass(frozen=True)
+class GridImage:
+    key: str
+    image: str  # the store's relative image name, ab/<sha256>.png
+    checkpoint: str
+    weights: str
+    epoch: int | None
+    prompt: str
+    seed: int
+    cfg: float
+
+
+@dataclass(frozen=True)
+class GridPage:
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    cells: dict[tuple[str, str], GridImage]
+    pinned: dict[str, str]  # the value each other axis is pinned to
+    choices: dict[str, tuple[str, ...]]  # every value of every axis, for the filters
+    page: int
+    pages: int
+
+
+def _label(axis: str, row) -> str:
+    key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, position = row
+    stem = re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", checkpoint)
+    stem = re.sub(r"-ema(?=-\d+$)", "", stem) if ema else stem
+    return {"checkpoint": stem, "weights": "base" if role == "base" else ("EMA" if ema else "raw"),
+            "cfg": f"{cfg:g}", "seed": str(seed), "prompt": prompt_id}[axis]
+
+
+def _order(axis: str, row) -> tuple:
+    key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, position = row
+    return {"checkpoint": (role != "base", epoch or 0, _label("checkpoint", row)),
+            "weights": (role != "base", bool(ema)), "cfg": (cfg,), "seed": (seed,), "prompt": (position, prompt_id)}[axis]
+
+
+def grid_page(db, request: GridRequest) -> GridPage:
+    """One page of the grid `request` asks for; unknown runs and filter values are refused."""
+    rows = db.execute(
+        "SELECT g.key, s.image_path, c.file_name, rc.role, c.ema, c.epoch, g.prompt_id, w.prompt, w.seed, w.cfg, "
+        "p.position FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
+        "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.run = g.run "
+        "AND rc.sha256 = c.sha256 JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id "
+        "WHERE g.run = ?", [request.run]).fetchall()
+    if not rows:
+        raise InputError(f"run {request.run!r} has no sampled images")
+    choices = {}
+    for axis in AXES:
+        firsts = {}
+        for row in rows:
+            firsts.setdefault(_label(axis, row), _order(axis, row))
+        choices[axis] = tuple(sorted(firsts, key=lambda label: firsts[label]))
+    pinned = {}
+    for axis in AXES:
+        if axis in (request.rows, request.columns) or (axis == "weights" and axis not in request.filters):
+            continue
+        value = request.filters.get(axis, choices[axis][0])
+        if value not in choices[axis]:
+            raise InputError(f"filter {axis}={value!r}: no such value (values: {', '.join(choices[axis])})")
+        pinned[axis] = value
+    chosen = [row for row in rows if all(_label(a, row) == v for a, v in pinned.items())]
+    row_labels = [label for label in choices[request.rows] if any(_label(request.rows, r) == label for r in chosen)]
+    column_labels = tuple(label for label in choices[request.columns]
+                          if any(_label(request.columns, r) == label for r in chosen))
+    pages = max(1, math.ceil(len(row_labels) / request.rows_per_page))
+    if request.page >= pages:
+        raise InputError(f"page {request.page} is past the last page ({pages - 1})")
+    shown = row_labels[request.page * request.rows_per_page:(request.page + 1) * request.rows_per_page]
+    cells = {}
+    for row in chosen:
+        r, c = _label(request.rows, row), _label(request.columns, row)
+        if r in shown and ((r, c) not in cells or _order("weights", row) < cells[(r, c)][0]):
+            key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, _ = row
+            cells[(r, c)] = (_order("weights", row), GridImage(key, image, checkpoint, _label("weights", row), epoch,
+                                                                prompt, int(seed), float(cfg)))
+    return GridPage(tuple(shown), column_labels, {k: v for k, (_, v) in cells.items()}, pinned, choices,
+                    request.page, pages)
