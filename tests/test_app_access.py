@@ -1,0 +1,41 @@
+"""The app listens locally unless given logins; the auth file is checked like an SSH key."""
+
+import pytest
+
+from evalsvc.app.access import check_bind, load_auth_file, password_checker
+from evalsvc.errors import InputError
+
+
+def _auth(tmp_path, text, mode=0o600):
+    path = tmp_path / "users.txt"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_listening_beyond_localhost_needs_an_auth_file(tmp_path):
+    check_bind("127.0.0.1", None)
+    check_bind("localhost", None)
+    for host in ("0.0.0.0", "192.168.1.5", "::"):
+        with pytest.raises(InputError, match="without --auth"):
+            check_bind(host, None)
+    check_bind("0.0.0.0", _auth(tmp_path, "ann:pw\n"))
+
+
+def test_auth_file_is_read_and_checked(tmp_path):
+    users = load_auth_file(_auth(tmp_path, "# voters\nann:s3cret:with:colons\n\nbob:pw\n"))
+    assert users == {"ann": "s3cret:with:colons", "bob": "pw"}
+    check = password_checker(users)
+    assert check("ann", "s3cret:with:colons") and not check("ann", "pw") and not check("eve", "pw")
+
+
+@pytest.mark.parametrize("text,mode,message", [
+    ("ann:pw\n", 0o644, "readable by other users"), ("ann\n", 0o600, "expected name:password"),
+    ("ann:\n", 0o600, "expected name:password"), ("ann:a\nann:b\n", 0o600, "listed twice"),
+    ("# nobody\n", 0o600, "lists no users"),
+])
+def test_bad_auth_files_are_refused(tmp_path, text, mode, message):
+    with pytest.raises(InputError, match=message):
+        load_auth_file(_auth(tmp_path, text, mode))
+    with pytest.raises(InputError, match="does not exist"):
+        load_auth_file(tmp_path / "missing.txt")
