@@ -1,7 +1,8 @@
-"""The Gradio app (grids, A/B comparison, blind voting) arrives with issue 5.
+"""`python app.py [evalsvc serve options]`: the evalsvc app on the default store (see `evalsvc serve --help`)."""
 
-For now, inspect a store with `evalsvc status` and open its images folder.
-"""
+import sys
+
+from evalsvc.cli import main
 
 if __name__ == "__main__":
-    print("The evalsvc app arrives with a later release; run `evalsvc demo` and `evalsvc status` meanwhile.")
+    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -280,6 +280,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .app.server import AppConfig, serve
+
+    serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -372,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--primary", default="clip_t",
                    help="image-level metric that picks each checkpoint's CFG and the recommendation (default clip_t)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="the app: grids, blind votes, the leaderboard and the release decision")
+    _store_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", type=Path, help="file of name:password lines (mode 600): the voters' logins")
+    p.add_argument("--run", help="the run shown first (default: the first)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score every epoch")
     _store_arg(p)

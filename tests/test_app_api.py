@@ -1,0 +1,101 @@
+"""The app through HTTP and `gradio_client`: each tab's main action, logins as voters, and the image routes."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from evalsvc.store import open_store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(short_demo, tmp_path_factory):
+    """The app on a copy of the short demo store, with two voters; yields (url, store)."""
+    import shutil
+
+    import uvicorn
+
+    from evalsvc.app.server import AppConfig, AppState, build_app
+
+    root = tmp_path_factory.mktemp("app") / "store"
+    shutil.copytree(short_demo[0], root, ignore=shutil.ignore_patterns("lock"))
+    port = _free_port()
+    with open_store(root) as store:
+        app = build_app(AppState(store, AppConfig(port=port)), {"ann": "pw-ann", "bob": "pw-bob"})
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 60
+        while not server.started and time.time() < deadline:
+            time.sleep(0.1)
+        assert server.started
+        yield f"http://127.0.0.1:{port}/", store
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _client(url, user):
+    from gradio_client import Client
+
+    return Client(url, auth=(user, f"pw-{user}"), verbose=False)
+
+
+def test_grid_tab_shows_a_page_of_store_images(running_app):
+    import httpx
+
+    url, _ = running_app
+    html = _client(url, "ann").predict("purple", "prompt", "checkpoint", "(first)", "(first)", "(first)", "(first)",
+                                       "(first)", 0, api_name="/grid")
+    images = re.findall(r'src="/image/([0-9a-f]{2}/[0-9a-f]{64}\.png)"', html)
+    assert "page 1 of 3" in html and len(images) == 6 * 3  # 6 prompts per page x (base, epoch 1, epoch 2)
+    response = httpx.get(url + "image/" + images[0])
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+
+
+def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
+    url, store = running_app
+    ann = _client(url, "ann")
+    token, prompt, left, right, _ = ann.predict("purple", api_name="/next_pair")
+    assert prompt.startswith("**Prompt:**") and "/vote-image/" in left and "/vote-image/" in right
+    reveal = ann.predict(token, "A", api_name="/vote")
+    assert re.search(r"A was \*\*purple-(ema-)?00000\d\.safetensors\*\*", reveal)
+    with pytest.raises(Exception, match="already been answered"):
+        ann.predict(token, "B", api_name="/vote")
+    with pytest.raises(Exception, match="another voter"):
+        token2, *_ = ann.predict("purple", api_name="/next_pair")
+        _client(url, "bob").predict(token2, "A", api_name="/vote")
+    db = store.db.cursor()
+    try:
+        assert db.execute("SELECT voter, answer FROM votes WHERE token = ?", [token]).fetchall() == [("ann", "A")]
+    finally:
+        db.close()
+
+
+def test_leaderboard_and_decide_tabs(running_app):
+    url, _ = running_app
+    ann = _client(url, "ann")
+    ratings, agreement, note = ann.predict("purple", api_name="/leaderboard")
+    assert len(ratings["data"]) == 4 and {row[1] for row in ratings["data"]} >= {"purple-000002.safetensors"}
+    history = ann.predict("purple", "purple-000002.safetensors", "best in blind votes", api_name="/decide")
+    assert history["data"][0][:2] == ["purple-000002.safetensors", "ann"]
+
+
+def test_nothing_outside_the_image_folder_is_served(running_app):
+    import httpx
+
+    url, _ = running_app
+    for name in ("../evalsvc.duckdb", "%2e%2e/evalsvc.duckdb", "%252e%252e%252fevalsvc.duckdb",
+                 "..%2fdemo-models%2fpurple-lora%2fpurple-000001.safetensors", "EVALSVC.DUCKDB"):
+        response = httpx.get(url + "image/" + name)
+        assert response.status_code == 404 and b"DUCK" not in response.content.upper()[:4]
+    assert httpx.get(url + "vote-image/not-a-token").status_code == 404
