@@ -44,6 +44,15 @@ def running_app(short_demo, tmp_path_factory):
         thread.join(timeout=10)
 
 
+def _session(url, user):
+    """An HTTP client logged in as `user` through the app's login form."""
+    import httpx
+
+    client = httpx.Client(base_url=url)
+    assert client.post("login", data={"username": user, "password": f"pw-{user}"}).status_code == 200
+    return client
+
+
 def _client(url, user):
     from gradio_client import Client
 
@@ -58,8 +67,9 @@ def test_grid_tab_shows_a_page_of_store_images(running_app):
                                        "(first)", 0, api_name="/grid")
     images = re.findall(r'src="/image/([0-9a-f]{2}/[0-9a-f]{64}\.png)"', html)
     assert "page 1 of 3" in html and len(images) == 6 * 3  # 6 prompts per page x (base, epoch 1, epoch 2)
-    response = httpx.get(url + "image/" + images[0])
+    response = _session(url, "ann").get("image/" + images[0])
     assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+    assert httpx.get(url + "image/" + images[0]).status_code == 401  # no session, no image
 
 
 def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
@@ -67,7 +77,13 @@ def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
     ann = _client(url, "ann")
     token, prompt, left, right, _ = ann.predict("purple", api_name="/next_pair")
     assert prompt.startswith("**Prompt:**") and "/vote-image/" in left and "/vote-image/" in right
+    session = _session(url, "ann")
+    left_url = re.search(r'src="/(vote-image/[^"]+)"', left).group(1)
+    image = session.get(left_url)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert not any(chunk in image.content for chunk in (b"tEXt", b"iTXt", b"zTXt", b"parameters", b"eXIf"))
     reveal = ann.predict(token, "A", api_name="/vote")
+    assert session.get(left_url).status_code == 404  # an answered pair's images are gone
     assert re.search(r"A was \*\*purple-(ema-)?00000\d\.safetensors\*\*", reveal)
     with pytest.raises(Exception, match="already been answered"):
         ann.predict(token, "B", api_name="/vote")
@@ -91,11 +107,10 @@ def test_leaderboard_and_decide_tabs(running_app):
 
 
 def test_nothing_outside_the_image_folder_is_served(running_app):
-    import httpx
-
     url, _ = running_app
+    session = _session(url, "bob")
     for name in ("../evalsvc.duckdb", "%2e%2e/evalsvc.duckdb", "%252e%252e%252fevalsvc.duckdb",
                  "..%2fdemo-models%2fpurple-lora%2fpurple-000001.safetensors", "EVALSVC.DUCKDB"):
-        response = httpx.get(url + "image/" + name)
+        response = session.get("image/" + name)
         assert response.status_code == 404 and b"DUCK" not in response.content.upper()[:4]
-    assert httpx.get(url + "vote-image/not-a-token").status_code == 404
+    assert session.get("vote-image/not-a-token").status_code == 404

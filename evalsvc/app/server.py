@@ -5,7 +5,8 @@ Routes besides Gradio's:
 - `/vote-image/{token}`: the image behind an open vote pair's opaque image id, re-encoded as a PNG without
   any metadata (no infotext, no file name), so nothing in its bytes or URL names the checkpoint.
 
-Every request handler works on its own DuckDB cursor of the one connection (`AppState.cursor`).
+With logins, both routes need the same session as the UI (Gradio's login cookie); without a session they
+answer 401. Every request handler works on its own DuckDB cursor of the one connection (`AppState.cursor`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 
 from ..votes import VoteConfig
 
@@ -62,7 +65,7 @@ def png_without_metadata(path: Path) -> bytes:
 def build_app(state: AppState, users: dict[str, str] | None = None):
     """The FastAPI application: the two image routes and the Gradio UI at `/`."""
     import gradio as gr
-    from fastapi import FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, Response
 
     from ..votes import issued_image
@@ -72,7 +75,11 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
 
     app = FastAPI()
 
-    @app.get("/image/{name:path}")
+    def logged_in(request: Request) -> None:
+        if users and _session_user(app, request) is None:
+            raise HTTPException(status_code=401, detail="log in first")
+
+    @app.get("/image/{name:path}", dependencies=[Depends(logged_in)])
     def image(name: str):
         try:
             path = resolve_image(state.images, name)
@@ -80,7 +87,7 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
             raise HTTPException(status_code=404, detail=str(exc)) from None
         return FileResponse(path, media_type="image/png")
 
-    @app.get("/vote-image/{token}")
+    @app.get("/vote-image/{token}", dependencies=[Depends(logged_in)])
     def vote_image(token: str):
         with state.cursor() as db:
             path = issued_image(db, token, state.images)
@@ -92,6 +99,17 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
     blocks = build_blocks(state)
     return gr.mount_gradio_app(app, blocks, path="/", auth=password_checker(users) if users else None,
                                footer_links=[])
+
+
+def _session_user(app, request) -> str | None:
+    """The user of the request's Gradio login cookie (Gradio keeps its sessions on the mounted app)."""
+    for route in app.routes:
+        gradio_app = getattr(route, "app", None)
+        if hasattr(gradio_app, "tokens") and hasattr(gradio_app, "cookie_id"):
+            token = (request.cookies.get(f"access-token-{gradio_app.cookie_id}")
+                     or request.cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
+            return gradio_app.tokens.get(token)
+    return None
 
 
 def serve(store_path: Path | None, config: AppConfig) -> None:
