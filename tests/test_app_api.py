@@ -44,19 +44,19 @@ def running_app(short_demo, tmp_path_factory):
         thread.join(timeout=10)
 
 
-def _session(url, user):
-    """An HTTP client logged in as `user` through the app's login form."""
+def _session(url, user, page=""):
+    """An HTTP client logged in as `user` through the login form of `page` ("" or "vote/")."""
     import httpx
 
     client = httpx.Client(base_url=url)
-    assert client.post("login", data={"username": user, "password": f"pw-{user}"}).status_code == 200
+    assert client.post(page + "login", data={"username": user, "password": f"pw-{user}"}).status_code == 200
     return client
 
 
-def _client(url, user):
+def _client(url, user, page=""):
     from gradio_client import Client
 
-    return Client(url, auth=(user, f"pw-{user}"), verbose=False)
+    return Client(url + page, auth=(user, f"pw-{user}"), verbose=False)
 
 
 def test_grid_tab_shows_a_page_of_store_images(running_app):
@@ -74,10 +74,10 @@ def test_grid_tab_shows_a_page_of_store_images(running_app):
 
 def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
     url, store = running_app
-    ann = _client(url, "ann")
-    token, prompt, left, right, _ = ann.predict("purple", api_name="/next_pair")
+    ann = _client(url, "ann", "vote/")
+    token, prompt, left, right, _ = ann.predict(api_name="/next_pair")
     assert prompt.startswith("**Prompt:**") and "/vote-image/" in left and "/vote-image/" in right
-    session = _session(url, "ann")
+    session = _session(url, "ann", "vote/")
     left_url = re.search(r'src="/(vote-image/[^"]+)"', left).group(1)
     image = session.get(left_url)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
@@ -88,8 +88,8 @@ def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
     with pytest.raises(Exception, match="already been answered"):
         ann.predict(token, "B", api_name="/vote")
     with pytest.raises(Exception, match="another voter"):
-        token2, *_ = ann.predict("purple", api_name="/next_pair")
-        _client(url, "bob").predict(token2, "A", api_name="/vote")
+        token2, *_ = ann.predict(api_name="/next_pair")
+        _client(url, "bob", "vote/").predict(token2, "A", api_name="/vote")
     db = store.db.cursor()
     try:
         assert db.execute("SELECT voter, answer FROM votes WHERE token = ?", [token]).fetchall() == [("ann", "A")]
@@ -114,3 +114,33 @@ def test_nothing_outside_the_image_folder_is_served(running_app):
         response = session.get("image/" + name)
         assert response.status_code == 404 and b"DUCK" not in response.content.upper()[:4]
     assert session.get("vote-image/not-a-token").status_code == 404
+
+
+def _identifiers(store) -> set[str]:
+    db = store.db.cursor()
+    try:
+        names = [n for n, in db.execute("SELECT file_name FROM checkpoints").fetchall()]
+        shas = [s for s, in db.execute("SELECT sha256 FROM checkpoints").fetchall()]
+    finally:
+        db.close()
+    stems = {n.rsplit(".", 1)[0] for n in names}
+    return set(names) | stems | {s[:12] for s in shas} | {"safetensors", "-00000", "epoch", "toy-sd15"}
+
+
+def test_the_vote_page_serves_nothing_identifying_before_the_vote(running_app):
+    """Everything the vote page serves before a vote: its HTML, its config JSON, the pair's answer and the
+    image URLs and bytes; none of it names a checkpoint, its file, sha or epoch."""
+    import json
+
+    url, store = running_app
+    session = _session(url, "bob", "vote/")
+    served = [session.get("vote/").text, session.get("vote/config").text]
+    token, prompt, left, right, reveal = _client(url, "bob", "vote/").predict(api_name="/next_pair")
+    served.append(json.dumps([token, prompt, left, right, reveal]))
+    for path in re.findall(r'src="/(vote-image/[^"]+)"', left + right):
+        served.append(path)
+        served.append(session.get(path).content.decode("latin-1"))
+    text = "\n".join(served)
+    leaks = sorted(i for i in _identifiers(store) if i in text)
+    assert leaks == [], leaks
+    assert "vote-image/" in text and "next_pair" in text  # the page and its API were really fetched

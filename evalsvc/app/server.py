@@ -26,7 +26,7 @@ class AppConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     auth_file: Path | None = None
-    run: str | None = None  # the run shown first (default: the first run)
+    run: str | None = None  # the run shown first and voted on (default: the first run)
     rows_per_page: int = 6
     vote: VoteConfig = field(default_factory=VoteConfig)
 
@@ -71,7 +71,7 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
     from ..votes import issued_image
     from .access import password_checker
     from .files import FileRefused, resolve_image
-    from .ui import build_blocks
+    from .ui import build_blocks, build_vote_blocks
 
     app = FastAPI()
 
@@ -96,19 +96,22 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
         return Response(png_without_metadata(path), media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
-    blocks = build_blocks(state)
-    return gr.mount_gradio_app(app, blocks, path="/", auth=password_checker(users) if users else None,
-                               footer_links=[])
+    auth = password_checker(users) if users else None
+    runs = state.runs()
+    vote_run = state.config.run or (runs[0] if runs else "")
+    gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", auth=auth, footer_links=[])
+    return gr.mount_gradio_app(app, build_blocks(state), path="/", auth=auth, footer_links=[])
 
 
 def _session_user(app, request) -> str | None:
-    """The user of the request's Gradio login cookie (Gradio keeps its sessions on the mounted app)."""
+    """The user of the request's Gradio login cookie on any of the mounted pages (each keeps its own sessions)."""
     for route in app.routes:
         gradio_app = getattr(route, "app", None)
         if hasattr(gradio_app, "tokens") and hasattr(gradio_app, "cookie_id"):
             token = (request.cookies.get(f"access-token-{gradio_app.cookie_id}")
                      or request.cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
-            return gradio_app.tokens.get(token)
+            if token in gradio_app.tokens:
+                return gradio_app.tokens[token]
     return None
 
 

@@ -1,7 +1,8 @@
 """The Gradio layout: tabs and event wiring only; every answer comes from `evalsvc` modules.
 
-Named API endpoints (for `gradio_client` and scripts): `grid`, `next_pair`, `vote`, `leaderboard`,
-`decide`, `decisions`.
+Two pages: the main one at `/` (grid, leaderboard, decision; named API endpoints `grid`, `leaderboard`,
+`decide`, `decisions`) and the blind-vote page at `/vote/` (`next_pair`, `vote`), which shows nothing that
+identifies a checkpoint before the vote.
 """
 
 from html import escape
@@ -43,7 +44,6 @@ def build_blocks(state):
     import gradio as gr
 
     from ..decisions import decisions, mark_release_candidate
-    from ..votes import issue_pair, record_vote
     from .leaderboard import human_leaderboard, metric_agreement
 
     runs = state.runs()
@@ -56,24 +56,6 @@ def build_blocks(state):
             return grid_html(state, run, rows, columns, filters, int(page or 0))
         except InputError as exc:
             raise gr.Error(str(exc)) from None
-
-    def next_pair(run, request: gr.Request):
-        with state.cursor() as db:
-            try:
-                issued = issue_pair(db, run, _voter(request), state.config.vote)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-        left = f'<img src="/vote-image/{issued.left_image}" width="320" alt="A">'
-        right = f'<img src="/vote-image/{issued.right_image}" width="320" alt="B">'
-        return issued.token, f"**Prompt:** {escape(issued.prompt)}", left, right, ""
-
-    def vote(token: str, answer: str, request: gr.Request) -> str:
-        with state.cursor() as db:
-            try:
-                cast = record_vote(db, token or "", _voter(request), answer)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-        return f"Recorded {answer}. A was **{cast.left}**, B was **{cast.right}**."
 
     def show_leaderboard(run):
         with state.cursor() as db:
@@ -115,22 +97,8 @@ def build_blocks(state):
             grid = gr.HTML()
             show.click(show_grid, [run, rows, columns, *filters, page], grid, api_name="grid")
         with gr.Tab("Blind vote"):
-            token = gr.Textbox(visible=False)
-            prompt = gr.Markdown()
-            with gr.Row():
-                left = gr.HTML()
-                right = gr.HTML()
-            reveal = gr.Markdown()
-            answer = gr.Textbox(visible=False)
-            start = gr.Button("Next pair")
-            start.click(next_pair, run, [token, prompt, left, right, reveal], api_name="next_pair")
-            gr.api(vote, api_name="vote")
-            with gr.Row():
-                for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"),
-                                     ("Both bad", "both_bad")):
-                    button = gr.Button(label)
-                    button.click(lambda v=value: v, None, answer, api_visibility="private").then(
-                        vote, [token, answer], reveal, api_visibility="private")
+            gr.Markdown("Blind votes have a page of their own, [/vote/](/vote/), that shows nothing but the two "
+                        "images and the prompt: send voters there.")
         with gr.Tab("Leaderboard"):
             refresh = gr.Button("Refresh")
             ratings = gr.Dataframe(headers=["rank", "checkpoint", "rating", "95% CI", "votes"])
@@ -144,4 +112,50 @@ def build_blocks(state):
             history = gr.Dataframe(headers=["checkpoint", "by", "when", "why"])
             mark.click(decide, [run, checkpoint, reason], history, api_name="decide")
             gr.Button("Show decisions").click(list_decisions, run, history, api_name="decisions")
+    return blocks
+
+
+def build_vote_blocks(state, run: str):
+    """The blind-vote page: the prompt, two images under opaque ids, four answers, the reveal afterwards.
+
+    Nothing on it names a run, checkpoint, epoch or file before a vote: the run is fixed on the server.
+    """
+    import gradio as gr
+
+    from ..votes import issue_pair, record_vote
+
+    def next_pair(request: gr.Request):
+        with state.cursor() as db:
+            try:
+                issued = issue_pair(db, run, _voter(request), state.config.vote)
+            except InputError as exc:
+                raise gr.Error(str(exc)) from None
+        left = f'<img src="/vote-image/{issued.left_image}" width="320" alt="A">'
+        right = f'<img src="/vote-image/{issued.right_image}" width="320" alt="B">'
+        return issued.token, f"**Prompt:** {escape(issued.prompt)}", left, right, ""
+
+    def vote(token: str, answer: str, request: gr.Request) -> str:
+        with state.cursor() as db:
+            try:
+                cast = record_vote(db, token or "", _voter(request), answer)
+            except InputError as exc:
+                raise gr.Error(str(exc)) from None
+        return f"Recorded {answer}. A was **{cast.left}**, B was **{cast.right}**."
+
+    with gr.Blocks(title="blind vote") as blocks:
+        gr.Markdown("# Which image answers the prompt better?")
+        token = gr.Textbox(visible=False)
+        prompt = gr.Markdown()
+        with gr.Row():
+            left = gr.HTML()
+            right = gr.HTML()
+        answer = gr.Textbox(visible=False)
+        reveal = gr.Markdown()
+        start = gr.Button("Next pair", variant="primary")
+        start.click(next_pair, None, [token, prompt, left, right, reveal], api_name="next_pair")
+        gr.api(vote, api_name="vote")
+        with gr.Row():
+            for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"), ("Both bad", "both_bad")):
+                gr.Button(label).click(lambda v=value: v, None, answer, api_visibility="private").then(
+                    vote, [token, answer], reveal, api_visibility="private")
     return blocks
