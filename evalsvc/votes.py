@@ -14,6 +14,7 @@ Functions take a DuckDB connection or cursor, so each of the app's worker thread
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from collections import defaultdict
@@ -100,7 +101,7 @@ def issue_pair(db, run: str, voter: str, config: VoteConfig = VoteConfig(),
     cells = votable_cells(db, run)
     players = sorted({sha for by_sha in cells.values() for sha in by_sha})
     shared = {pair: [cell for cell, by_sha in cells.items() if pair[0] in by_sha and pair[1] in by_sha]
-              for pair in pair_weights(players, []).keys()}
+              for pair in itertools.combinations(players, 2)}
     weights = {pair: w for pair, w in pair_weights(players, run_comparisons(db, run)).items() if shared[pair]}
     if not weights:
         raise InputError(f"run {run!r} has no two candidate checkpoints sampled on a common prompt, seed and CFG")

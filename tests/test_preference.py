@@ -83,7 +83,7 @@ def test_aesthetic_pickle_needs_opt_in_and_a_mismatched_head_is_skipped(demo_cop
         opted = score_run(store, "purple", _config("aesthetic", aesthetic=pickled, allow_pickle=True))
         assert opted.computed["aesthetic"] == len(_values(store, "aesthetic")) > 0
         [line] = score_run(store, "purple", _config("aesthetic", aesthetic=wide)).skipped
-        assert f"reads 768-value image embeddings" in line and f"gives {dim}" in line
+        assert "reads 768-value image embeddings" in line and f"gives {dim}" in line
         [line] = score_run(store, "purple", _config("aesthetic")).skipped
         assert "--aesthetic-weights" in line and "\n" not in line
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..scoring.registry import scorer_registry
 from ..stats import BootstrapConfig
-from ..stats.bradley_terry import Leaderboard, leaderboard
+from ..stats.bradley_terry import Comparison, Leaderboard, leaderboard
 from ..votes import run_comparisons
 
 
@@ -44,7 +44,7 @@ def human_leaderboard(db, run: str, config: BootstrapConfig = BootstrapConfig(re
     names = dict(db.execute("SELECT c.sha256, c.file_name FROM run_checkpoints rc JOIN checkpoints c "
                             "ON c.sha256 = rc.sha256 WHERE rc.run = ? AND rc.role = 'candidate' ORDER BY c.file_name",
                             [run]).fetchall())
-    comparisons = [type(c)(names[c.a], names[c.b], c.outcome) for c in run_comparisons(db, run)
+    comparisons = [Comparison(names[c.a], names[c.b], c.outcome) for c in run_comparisons(db, run)
                    if c.a in names and c.b in names]
     return leaderboard(list(names.values()), comparisons, config)
 

@@ -79,7 +79,7 @@ def render_markdown(report: Report) -> str:
         epoch = "–" if row.info.epoch is None else str(row.info.epoch)
         cells = [name, epoch, weights(row), f"{row.cfg:g}"] + [metric_cell(row, m) for m in names]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
+    lines += ["", "⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
                   "(target, holdout) marks a metric judged on those prompts only.", "", "### Flags", ""]
     lines += [f"- {_escape(line)}" for line in flags(report)] or [
         "- No checkpoint is flagged (memorisation, overcooking)."]

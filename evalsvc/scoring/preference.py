@@ -14,6 +14,7 @@ head is a pickle: it is read only with `allow_pickle` and then with `torch.load(
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,8 @@ class PickScore(Scorer):
 
     def stored_version(self, ctx):
         folder = self._folder(ctx)
+        if re.fullmatch(r"[0-9a-f]{40}", folder.name) and folder.parent.name == "snapshots":
+            return f"{self.version}+{folder.name[:12]}"  # a model-cache snapshot is named by its commit: no hashing
         weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()), None)
         return f"{self.version}+{file_sha256(weights)[:12] if weights else folder.name}"
 
