@@ -118,3 +118,60 @@ def copy_store(tmp_path):
         return target
 
     return copy
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_app(store, users=None, config=None):
+    """A context manager running the app on `store` in a uvicorn thread; yields its URL ending in '/'."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    from evalsvc.app.server import AppConfig, AppState, build_app
+
+    @contextlib.contextmanager
+    def running():
+        port = free_port()
+        app_config = config or AppConfig()
+        from dataclasses import replace
+
+        app = build_app(AppState(store, replace(app_config, port=port)), users)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 60
+        while not server.started and time.time() < deadline:
+            time.sleep(0.1)
+        assert server.started, "the app did not start within 60 s"
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+    return running()
+
+
+APP_USERS = {"ann": "pw-ann", "bob": "pw-bob"}
+
+
+@pytest.fixture(scope="module")
+def running_app(short_demo, tmp_path_factory):
+    """The app on a copy of the short demo store, with two voters (ann, bob; password pw-<name>): (url, store)."""
+    import shutil
+
+    from evalsvc.store import open_store
+
+    root = tmp_path_factory.mktemp("app") / "store"
+    shutil.copytree(short_demo[0], root, ignore=shutil.ignore_patterns("lock"))
+    with open_store(root) as store, serve_app(store, APP_USERS) as url:
+        yield url, store

@@ -3,45 +3,8 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 
 import pytest
-
-from evalsvc.store import open_store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def running_app(short_demo, tmp_path_factory):
-    """The app on a copy of the short demo store, with two voters; yields (url, store)."""
-    import shutil
-
-    import uvicorn
-
-    from evalsvc.app.server import AppConfig, AppState, build_app
-
-    root = tmp_path_factory.mktemp("app") / "store"
-    shutil.copytree(short_demo[0], root, ignore=shutil.ignore_patterns("lock"))
-    port = _free_port()
-    with open_store(root) as store:
-        app = build_app(AppState(store, AppConfig(port=port)), {"ann": "pw-ann", "bob": "pw-bob"})
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.time() + 60
-        while not server.started and time.time() < deadline:
-            time.sleep(0.1)
-        assert server.started
-        yield f"http://127.0.0.1:{port}/", store
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _session(url, user, page=""):
