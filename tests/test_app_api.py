@@ -107,3 +107,66 @@ def test_the_vote_page_serves_nothing_identifying_before_the_vote(running_app):
     leaks = sorted(i for i in _identifiers(store) if i in text)
     assert leaks == [], leaks
     assert "vote-image/" in text and "next_pair" in text  # the page and its API were really fetched
+
+
+def _query(store, sql, params):
+    db = store.db.cursor()
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def test_cell_endpoint_enlarges_a_grid_image_with_its_settings_and_scores(running_app):
+    url, store = running_app
+    ann = _client(url, "ann")
+    html = ann.predict("purple", "prompt", "checkpoint", "(first)", "EMA", "(first)", "(first)", "(first)", 0,
+                       api_name="/grid")
+    image, key = re.search(r'src="/image/([^"]+)" data-key="([0-9a-f]{64})"', html).groups()
+    details = ann.predict("purple", key, api_name="/cell")
+    (seed, cfg, prompt, infotext, name), = _query(
+        store, "SELECT w.seed, w.cfg, w.prompt, s.infotext, c.file_name FROM work w JOIN samples s ON s.key = w.key "
+        "JOIN checkpoints c ON c.sha256 = w.checkpoint WHERE w.key = ?", [key])
+    assert (details["image"], details["weights"], details["checkpoint"]) == (image, "EMA", name)
+    assert (details["seed"], details["cfg"], details["prompt"], details["infotext"]) == (seed, cfg, prompt, infotext)
+    stored = dict(_query(store, "SELECT metric, value FROM scores WHERE key = ?", [key]))
+    assert {s["metric"]: s["value"] for s in details["scores"]} == pytest.approx(stored) and "clip_t" in stored
+    with pytest.raises(Exception, match="no sampled image"):
+        ann.predict("purple", "f" * 64, api_name="/cell")
+
+
+def test_compare_endpoint_shows_both_images_and_their_deltas(running_app):
+    url, store = running_app
+    ann = _client(url, "ann")
+    html, summary, table = ann.predict("purple", "toy-sd15", "purple-000002.safetensors", "purple-circle-left-white",
+                                       "1", "5", api_name="/compare")
+    stored = {name: (image, value) for name, image, value in _query(
+        store, "SELECT c.file_name, s.image_path, sc.value FROM grid_cells g JOIN work w ON w.key = g.key "
+        "JOIN samples s ON s.key = g.key JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN scores sc "
+        "ON sc.key = g.key AND sc.metric = 'clip_t' WHERE g.prompt_id = 'purple-circle-left-white' AND w.seed = 1 "
+        "AND w.cfg = 5", [])}
+    (image_a, clip_a), (image_b, clip_b) = stored["toy-sd15"], stored["purple-000002.safetensors"]
+    assert html.index(f"/image/{image_a}") < html.index(f"/image/{image_b}") and 'type="range"' in html
+    rows = {row[0]: row for row in table["data"]}
+    assert float(rows["clip_t ↑"][1]) == pytest.approx(clip_a, rel=1e-3)
+    assert float(rows["clip_t ↑"][3]) == pytest.approx(clip_b - clip_a, rel=1e-3)
+    assert rows["clip_t ↑"][6] == 9 and "both at CFG 5" in summary  # paired over the 9 target prompts
+    _, best, _ = ann.predict("purple", "toy-sd15", "purple-000002.safetensors", "purple-circle-left-white", "1",
+                             "best", api_name="/compare")
+    assert "each at its own best CFG by clip_t" in best
+    with pytest.raises(Exception, match="two different checkpoints"):
+        ann.predict("purple", "toy-sd15", "toy-sd15", "purple-circle-left-white", "1", "5", api_name="/compare")
+
+
+def test_curves_endpoint_gives_the_recommendation_plots_and_latest_decision(running_app):
+    from evalsvc.scoring.results import AnalysisConfig, run_recommendation
+
+    url, store = running_app
+    ann = _client(url, "ann")
+    ann.predict("purple", "purple-ema-000001.safetensors", "curves test pick", api_name="/decide")
+    recommendation, decision, plots = ann.predict("purple", api_name="/curves")
+    with store.thread_view() as view:
+        expected = run_recommendation(view, "purple", AnalysisConfig(primary="clip_t"))
+    assert f"**{expected.checkpoint}**" in recommendation.splitlines()[0]
+    assert "purple-ema-000001.safetensors" in decision and "curves test pick" in decision
+    assert plots.count("<svg") >= 5 and 'data-metric="clip_t"' in plots and "training loss" in plots

@@ -1,24 +1,40 @@
 """The Gradio layout: tabs and event wiring only; every answer comes from `evalsvc` modules.
 
-Two pages: the main one at `/` (grid, leaderboard, decision; named API endpoints `grid`, `leaderboard`,
-`decide`, `decisions`) and the blind-vote page at `/vote/` (`next_pair`, `vote`), which shows nothing that
-identifies a checkpoint before the vote.
+Two pages: the main one at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide; named API
+endpoints `grid`, `cell`, `compare`, `curves`, `leaderboard`, `decide`, `decisions`) and the blind-vote page at `/vote/`
+(`next_pair`, `vote`), which shows nothing that identifies a checkpoint before the vote. Each tab of the main
+page is built by one `*_tab(state, run)` function, `run` being the page's run dropdown.
 """
 
+import contextlib
 from html import escape
 
 from ..errors import InputError
+from .assets import CURVES_CSS, GRID_CSS, GRID_JS, LIGHTBOX_CSS, LIGHTBOX_JS, SLIDER_CSS, SLIDER_JS
 from .grid import AXES, GridRequest, grid_page
 
 DEFAULT = "(first)"
+BEST_CFG = "best"  # the Compare tab's CFG choice: each checkpoint at its own best CFG
 
 
 def _voter(request) -> str:
     return getattr(request, "username", None) or "local"
 
 
+@contextlib.contextmanager
+def _user_errors():
+    """InputError shown to the user as a Gradio error (one line, no traceback)."""
+    import gradio as gr
+
+    try:
+        yield
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+
+
 def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str], page: int) -> str:
-    """One grid page as an HTML table of `/image/...` thumbnails with each cell's settings as a tooltip."""
+    """One grid page as an HTML table of `/image/...` thumbnails with each cell's settings as a tooltip; clicking
+    one shows it enlarged with its infotext and scores (`data-key` names the image)."""
     with state.cursor() as db:
         result = grid_page(db, GridRequest(run, rows, columns, filters, int(page), state.config.rows_per_page))
     head = "".join(f"<th>{escape(c)}</th>" for c in result.columns)
@@ -33,29 +49,156 @@ def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str],
             title = escape(f"{image.checkpoint} ({image.weights}) | {image.prompt} | seed {image.seed} | "
                            f"CFG {image.cfg:g}")
             cells.append(f'<td><a href="/image/{image.image}" target="_blank"><img src="/image/{image.image}" '
-                         f'title="{title}" width="128" loading="lazy"></a></td>')
+                         f'data-key="{image.key}" title="{title}" width="128" loading="lazy"></a></td>')
         body.append(f"<tr><th>{escape(row)}</th>{''.join(cells)}</tr>")
     pinned = ", ".join(f"{a} = {v}" for a, v in result.pinned.items())
-    return (f"<p>page {result.page + 1} of {result.pages}; {escape(pinned)}</p><table><tr><th>{escape(rows)} \\ "
-            f"{escape(columns)}</th>{head}</tr>{''.join(body)}</table>")
+    return (f"<p>page {result.page + 1} of {result.pages}; {escape(pinned)}; click an image to enlarge it</p>"
+            f'<table class="evs-grid"><tr><th>{escape(rows)} \\ {escape(columns)}</th>{head}</tr>'
+            f"{''.join(body)}</table>")
 
 
-def build_blocks(state):
+def _grid_choices(state, run) -> dict[str, tuple[str, ...]]:
+    """Every value of every grid axis in `run` (empty for no run or a run without images)."""
+    if not run:
+        return {axis: () for axis in AXES}
+    with state.cursor() as db:
+        try:
+            return grid_page(db, GridRequest(run)).choices
+        except InputError:
+            return {axis: () for axis in AXES}
+
+
+def grid_tab(state, run) -> None:
+    """Any two axes as rows and columns, the others as filters (dropdowns of the run's values); click to enlarge."""
     import gradio as gr
 
-    from ..decisions import decisions, mark_release_candidate
-    from .leaderboard import human_leaderboard, metric_agreement
-
-    runs = state.runs()
-    first_run = state.config.run or (runs[0] if runs else None)
+    from .cell import cell_details, cell_html
 
     def show_grid(run, rows, columns, checkpoint, weights, cfg, seed, prompt, page):
         filters = {axis: value for axis, value in zip(AXES, (checkpoint, weights, cfg, seed, prompt))
                    if value and value != DEFAULT}
-        try:
+        with _user_errors():
             return grid_html(state, run, rows, columns, filters, int(page or 0))
-        except InputError as exc:
-            raise gr.Error(str(exc)) from None
+
+    def refresh_filters(run):
+        choices = _grid_choices(state, run)
+        return [gr.update(choices=[DEFAULT, *choices[axis]], value=DEFAULT) for axis in AXES]
+
+    def cell(run: str, key: str) -> dict:
+        """One grid image's settings, infotext and per-image scores."""
+        with state.cursor() as db, _user_errors():
+            return cell_details(db, run, key).as_json()
+
+    def enlarge(run, event: gr.EventData):
+        key = (getattr(event, "_data", None) or {}).get("key")
+        if not key:
+            return gr.skip()
+        with state.cursor() as db, _user_errors():
+            return cell_html(cell_details(db, run, key))
+
+    choices = _grid_choices(state, run.value)
+    with gr.Tab("Grid"):
+        with gr.Row():
+            rows = gr.Dropdown(list(AXES), value="prompt", label="rows")
+            columns = gr.Dropdown(list(AXES), value="checkpoint", label="columns")
+            page = gr.Number(value=0, precision=0, minimum=0, label="page")
+        with gr.Row():
+            filters = [gr.Dropdown([DEFAULT, *choices[axis]], value=DEFAULT, label=f"{axis} filter",
+                                   allow_custom_value=True) for axis in AXES]
+        show = gr.Button("Show grid")
+        grid = gr.HTML(js_on_load=GRID_JS, css_template=GRID_CSS)
+        enlarged = gr.HTML(js_on_load=LIGHTBOX_JS, css_template=LIGHTBOX_CSS)
+        show.click(show_grid, [run, rows, columns, *filters, page], grid, api_name="grid")
+        grid.click(enlarge, run, enlarged, api_visibility="private")
+        gr.api(cell, api_name="cell")
+        run.change(refresh_filters, run, filters, api_visibility="private")
+
+
+def vote_tab(state, run) -> None:
+    import gradio as gr
+
+    with gr.Tab("Blind vote"):
+        gr.Markdown("Blind votes have a page of their own, [/vote/](/vote/), that shows nothing but the two "
+                    "images and the prompt: send voters there.")
+
+
+def compare_tab(state, run) -> None:
+    """Two checkpoints on one prompt and seed, at one CFG or each at its best: overlay slider, metrics, deltas."""
+    import gradio as gr
+
+    from .compare import (CompareRequest, compare, compare_choices, comparison_html, comparison_summary,
+                          delta_headers, delta_rows)
+
+    def choices_of(run):
+        with state.store.thread_view() as store:
+            return compare_choices(store, run) if run else None
+
+    def refresh(run):
+        c = choices_of(run)
+        if c is None:
+            return [gr.update(choices=[], value=None)] * 5
+        return [gr.update(choices=list(c.checkpoints), value=c.default_a),
+                gr.update(choices=list(c.checkpoints), value=c.default_b),
+                gr.update(choices=list(c.prompts), value=c.prompts[0] if c.prompts else None),
+                gr.update(choices=[str(s) for s in c.seeds], value=str(c.seeds[0]) if c.seeds else None),
+                gr.update(choices=[BEST_CFG, *(f"{v:g}" for v in c.cfgs)], value=BEST_CFG)]
+
+    def show_compare(run, a, b, prompt, seed, cfg):
+        with _user_errors():
+            try:
+                seed, cfg = int(seed), None if cfg in (None, "", BEST_CFG) else float(cfg)
+            except (TypeError, ValueError):
+                raise InputError(f"seed must be an integer and CFG a number or {BEST_CFG!r}, "
+                                 f"got {seed!r} and {cfg!r}") from None
+            with state.store.thread_view() as store:
+                result = compare(store, CompareRequest(run, a or "", b or "", prompt or "", seed, cfg))
+        return (comparison_html(result), comparison_summary(result),
+                {"headers": delta_headers(result.confidence), "data": delta_rows(result)})
+
+    c = choices_of(run.value)
+    with gr.Tab("Compare"):
+        with gr.Row():
+            a = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_a, label="A")
+            b = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_b, label="B")
+        with gr.Row():
+            prompt = gr.Dropdown(list(c.prompts) if c else [], value=c.prompts[0] if c and c.prompts else None,
+                                 label="prompt")
+            seed = gr.Dropdown([str(s) for s in c.seeds] if c else [],
+                               value=str(c.seeds[0]) if c and c.seeds else None, label="seed")
+            cfg = gr.Dropdown([BEST_CFG, *(f"{v:g}" for v in c.cfgs)] if c else [BEST_CFG], value=BEST_CFG,
+                              label="CFG (best: each at its own best CFG)")
+        go = gr.Button("Compare", variant="primary")
+        summary = gr.Markdown()
+        view = gr.HTML(js_on_load=SLIDER_JS, css_template=SLIDER_CSS)
+        table = gr.Dataframe(headers=delta_headers(), label="metrics (↑ higher is better, ↓ lower)")
+        go.click(show_compare, [run, a, b, prompt, seed, cfg], [view, summary, table], api_name="compare")
+        run.change(refresh, run, [a, b, prompt, seed, cfg], api_visibility="private")
+
+
+def curves_tab(state, run) -> None:
+    """Every metric against the epoch with intervals and the loss, the recommendation and the latest decision."""
+    import gradio as gr
+
+    from .curves import curves_html, decision_markdown, gather_curves, recommendation_markdown
+
+    def show_curves(run):
+        with _user_errors(), state.store.thread_view() as store:
+            curves = gather_curves(store, run or "")
+        return (recommendation_markdown(curves.report), decision_markdown(curves.decision),
+                f'<div class="evs-curves">{curves_html(curves.report)}</div>')
+
+    with gr.Tab("Curves"):
+        show = gr.Button("Show curves", variant="primary")
+        recommendation = gr.Markdown()
+        decision = gr.Markdown()
+        plots = gr.HTML(css_template=CURVES_CSS)
+        show.click(show_curves, run, [recommendation, decision, plots], api_name="curves")
+
+
+def leaderboard_tab(state, run) -> None:
+    import gradio as gr
+
+    from .leaderboard import human_leaderboard, metric_agreement
 
     def show_leaderboard(run):
         with state.cursor() as db:
@@ -70,12 +213,22 @@ def build_blocks(state):
                 "the top two are tied so far")
         return table, agree, note
 
+    with gr.Tab("Leaderboard"):
+        refresh = gr.Button("Refresh")
+        ratings = gr.Dataframe(headers=["rank", "checkpoint", "rating", "95% CI", "votes"])
+        agreement = gr.Dataframe(headers=["metric", "agrees with voters", "95% CI", "decisive votes"])
+        needed = gr.Markdown()
+        refresh.click(show_leaderboard, run, [ratings, agreement, needed], api_name="leaderboard")
+
+
+def decide_tab(state, run) -> None:
+    import gradio as gr
+
+    from ..decisions import decisions, mark_release_candidate
+
     def decide(run, checkpoint, reason, request: gr.Request):
-        with state.cursor() as db:
-            try:
-                mark_release_candidate(db, run, checkpoint or "", _voter(request), reason or "")
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
+        with state.cursor() as db, _user_errors():
+            mark_release_candidate(db, run, checkpoint or "", _voter(request), reason or "")
         return list_decisions(run)
 
     def list_decisions(run):
@@ -83,35 +236,25 @@ def build_blocks(state):
             return [[d.checkpoint, d.decided_by, d.decided_at.strftime("%Y-%m-%d %H:%M"), d.reason]
                     for d in decisions(db, run)]
 
+    with gr.Tab("Decide"):
+        checkpoint = gr.Textbox(label="release candidate (checkpoint file name)")
+        reason = gr.Textbox(label="why")
+        mark = gr.Button("Mark as release candidate")
+        history = gr.Dataframe(headers=["checkpoint", "by", "when", "why"])
+        mark.click(decide, [run, checkpoint, reason], history, api_name="decide")
+        gr.Button("Show decisions").click(list_decisions, run, history, api_name="decisions")
+
+
+def build_blocks(state):
+    """The main page: the run chooser above one tab per view."""
+    import gradio as gr
+
+    runs = state.runs()
     with gr.Blocks(title="evalsvc") as blocks:
         gr.Markdown("# evalsvc")
-        run = gr.Dropdown(runs, value=first_run, label="run")
-        with gr.Tab("Grid"):
-            with gr.Row():
-                rows = gr.Dropdown(list(AXES), value="prompt", label="rows")
-                columns = gr.Dropdown(list(AXES), value="checkpoint", label="columns")
-                page = gr.Number(value=0, precision=0, minimum=0, label="page")
-            with gr.Row():
-                filters = [gr.Textbox(value=DEFAULT, label=f"{axis} filter") for axis in AXES]
-            show = gr.Button("Show grid")
-            grid = gr.HTML()
-            show.click(show_grid, [run, rows, columns, *filters, page], grid, api_name="grid")
-        with gr.Tab("Blind vote"):
-            gr.Markdown("Blind votes have a page of their own, [/vote/](/vote/), that shows nothing but the two "
-                        "images and the prompt: send voters there.")
-        with gr.Tab("Leaderboard"):
-            refresh = gr.Button("Refresh")
-            ratings = gr.Dataframe(headers=["rank", "checkpoint", "rating", "95% CI", "votes"])
-            agreement = gr.Dataframe(headers=["metric", "agrees with voters", "95% CI", "decisive votes"])
-            needed = gr.Markdown()
-            refresh.click(show_leaderboard, run, [ratings, agreement, needed], api_name="leaderboard")
-        with gr.Tab("Decide"):
-            checkpoint = gr.Textbox(label="release candidate (checkpoint file name)")
-            reason = gr.Textbox(label="why")
-            mark = gr.Button("Mark as release candidate")
-            history = gr.Dataframe(headers=["checkpoint", "by", "when", "why"])
-            mark.click(decide, [run, checkpoint, reason], history, api_name="decide")
-            gr.Button("Show decisions").click(list_decisions, run, history, api_name="decisions")
+        run = gr.Dropdown(runs, value=state.config.run or (runs[0] if runs else None), label="run")
+        for tab in (grid_tab, compare_tab, curves_tab, vote_tab, leaderboard_tab, decide_tab):
+            tab(state, run)
     return blocks
 
 
@@ -119,6 +262,8 @@ def build_vote_blocks(state, run: str):
     """The blind-vote page: the prompt, two images under opaque ids, four answers, the reveal afterwards.
 
     Nothing on it names a run, checkpoint, epoch or file before a vote: the run is fixed on the server.
+    Its events share one pool of 16 concurrent calls (Gradio's default is one at a time): each call works on
+    its own cursor, and a vote is stored once however many arrive at once.
     """
     import gradio as gr
 
@@ -152,10 +297,11 @@ def build_vote_blocks(state, run: str):
         answer = gr.Textbox(visible=False)
         reveal = gr.Markdown()
         start = gr.Button("Next pair", variant="primary")
-        start.click(next_pair, None, [token, prompt, left, right, reveal], api_name="next_pair")
-        gr.api(vote, api_name="vote")
+        at_once = {"concurrency_limit": 16, "concurrency_id": "vote-page"}
+        start.click(next_pair, None, [token, prompt, left, right, reveal], api_name="next_pair", **at_once)
+        gr.api(vote, api_name="vote", **at_once)
         with gr.Row():
             for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"), ("Both bad", "both_bad")):
                 gr.Button(label).click(lambda v=value: v, None, answer, api_visibility="private").then(
-                    vote, [token, answer], reveal, api_visibility="private")
+                    vote, [token, answer], reveal, api_visibility="private", **at_once)
     return blocks

@@ -1,0 +1,94 @@
+"""One grid image enlarged: what made it (checkpoint, prompt, seed, CFG, sampler... and its infotext) and its scores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from html import escape
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class CellScore:
+    metric: str
+    value: float | None
+    higher_is_better: bool | None  # None: a metric the registry no longer knows
+    version: str
+
+
+@dataclass(frozen=True)
+class CellDetails:
+    run: str
+    key: str
+    image: str  # the store's relative image name, ab/<sha256>.png
+    checkpoint: str  # file name
+    weights: str  # base / raw / EMA
+    epoch: int | None
+    prompt_id: str
+    prompt: str
+    negative: str
+    seed: int
+    cfg: float
+    steps: int
+    sampler: str
+    width: int
+    height: int
+    lora_scale: float
+    clip_skip: int
+    precision: str
+    infotext: str  # the PNG's A1111 `parameters` text as stored
+    scores: tuple[CellScore, ...]
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def cell_details(db, run: str, key: str) -> CellDetails:
+    """The image `key` of `run`'s grid with everything that made it and its per-image scores (registry order)."""
+    from ..scoring.registry import scorer_registry
+
+    row = db.execute(
+        "SELECT s.image_path, c.file_name, rc.role, c.ema, c.epoch, g.prompt_id, w.prompt, w.negative, w.seed, w.cfg, "
+        "w.steps, w.sampler, w.width, w.height, w.lora_scale, w.clip_skip, w.precision, s.infotext "
+        "FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
+        "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.run = g.run "
+        "AND rc.sha256 = c.sha256 WHERE g.run = ? AND g.key = ?", [run, key]).fetchone()
+    if row is None:
+        raise InputError(f"run {run!r} has no sampled image with key {key!r}")
+    (image, checkpoint, role, ema, epoch, prompt_id, prompt, negative, seed, cfg, steps, sampler, width, height,
+     lora_scale, clip_skip, precision, infotext) = row
+    registry = scorer_registry()
+    order = {name: i for i, name in enumerate(registry)}
+    stored = db.execute("SELECT metric, value, version FROM scores WHERE key = ?", [key]).fetchall()
+    scores = tuple(CellScore(metric, None if value is None else float(value),
+                             registry[metric].higher_is_better if metric in registry else None, version)
+                   for metric, value, version in sorted(stored, key=lambda r: (order.get(r[0], len(order)), r[0])))
+    weights = "base" if role == "base" else ("EMA" if ema else "raw")
+    return CellDetails(run, key, image, checkpoint, weights, epoch, prompt_id, prompt, negative, int(seed),
+                       float(cfg), int(steps), sampler, int(width), int(height), float(lora_scale), int(clip_skip),
+                       precision, infotext, scores)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def cell_html(details: CellDetails) -> str:
+    """The enlarged image beside its settings and scores, as a lightbox (the app's CSS places it over the page)."""
+    d = details
+    epoch = "" if d.epoch is None else f", epoch {d.epoch}"
+    settings = [("prompt", d.prompt), ("negative prompt", d.negative or "–"), ("prompt id", d.prompt_id),
+                ("seed", str(d.seed)), ("CFG", f"{d.cfg:g}"), ("steps", str(d.steps)), ("sampler", d.sampler),
+                ("size", f"{d.width}×{d.height}"), ("LoRA scale", f"{d.lora_scale:g}"),
+                ("clip skip", str(d.clip_skip)), ("precision", d.precision), ("key", d.key)]
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in settings)
+    arrows = {True: " ↑", False: " ↓", None: ""}
+    scores = "".join(f"<tr><th>{escape(s.metric)}{arrows[s.higher_is_better]}</th><td>{_fmt(s.value)}</td></tr>"
+                     for s in d.scores) or '<tr><td colspan="2">no scores yet</td></tr>'
+    return (f'<div class="evs-lightbox" data-key="{escape(d.key)}"><div class="evs-box">'
+            '<a href="#" class="evs-close" title="close (Esc)">×</a>'
+            f'<a class="evs-big" href="/image/{escape(d.image)}" target="_blank">'
+            f'<img src="/image/{escape(d.image)}" alt="{escape(d.prompt)}"></a>'
+            f'<div class="evs-info"><h3>{escape(d.checkpoint)} ({escape(d.weights)}{epoch})</h3>'
+            f'<table>{rows}</table><h4>scores</h4><table>{scores}</table>'
+            f'<h4>infotext</h4><pre>{escape(d.infotext)}</pre></div></div></div>')

@@ -1,0 +1,64 @@
+"""A run's curves: each metric against the epoch with its intervals and the training loss (the report's plots),
+the recommendation and the latest release decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+
+from ..decisions import Decision, decisions
+from ..report.model import Report, ReportConfig, gather_report
+from ..stats import BootstrapConfig
+
+
+@dataclass(frozen=True)
+class CurvesConfig:
+    """What the curves rank by; `primary` falls back to the run's first stored metric when it has none of it."""
+
+    primary: str = "clip_t"
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+
+@dataclass(frozen=True)
+class Curves:
+    report: Report
+    decision: Decision | None  # the latest release decision, if any
+
+
+def gather_curves(store, run: str, config: CurvesConfig = CurvesConfig()) -> Curves:
+    """The report of `run` (without image strips) and its latest release decision; InputError when it has no
+    usable scores."""
+    from .view import primary_metric
+
+    primary = primary_metric(store, run, config.primary) or config.primary
+    report = gather_report(store, run, ReportConfig(primary=primary, strip_images=0, bootstrap=config.bootstrap))
+    latest = decisions(store.db, run)
+    return Curves(report, latest[0] if latest else None)
+
+
+def recommendation_markdown(report: Report) -> str:
+    """The recommendation with its reasons, and the raw-only and EMA-only picks when both kinds exist."""
+    from ..report.markdown import SERIES_TITLES, pick
+
+    c = report.config
+    overall = report.recommendations["overall"]
+    lines = [f"**Recommended** by {c.primary} on {c.prompt_role} prompts: {pick(overall)}", ""]
+    lines += [f"- {reason}" for reason in overall.reasons]
+    lines += [f"- {SERIES_TITLES[s]}: {pick(report.recommendations[s])}" for s in ("raw", "ema")
+              if s in report.recommendations]
+    return "\n".join(lines)
+
+
+def decision_markdown(decision: Decision | None) -> str:
+    if decision is None:
+        return "No release decision yet (mark one in the Decide tab)."
+    return (f"**Release candidate:** {decision.checkpoint}, chosen by {decision.decided_by} on "
+            f"{decision.decided_at:%Y-%m-%d %H:%M} UTC: {decision.reason}")
+
+
+def curves_html(report: Report) -> str:
+    """Every metric's plot against the epoch (the primary first, with the loss) as inline SVG."""
+    from ..report.plots import figure_svg, report_figures
+
+    return "".join(f'<figure class="evs-curve" data-metric="{escape(name)}">{figure_svg(fig, f"curve-{i}")}</figure>'
+                   for i, (name, fig) in enumerate(report_figures(report)))
