@@ -71,34 +71,42 @@ def add_score_arguments(parser: argparse.ArgumentParser, after_sampling: bool = 
                         help="read a .pth aesthetic head (with torch.load(weights_only=True))")
 
 
-def score_config(args, device: str | None, batch_size: int = 64):
-    from .scoring.backbone import BackboneSpec
-    from .scoring.registry import PreferenceWeights, ScoreConfig
+def _queue_in_app(command: str, args) -> int | None:
+    """When the store's owner is the app, queue `command` there and say so; None when it is not."""
+    import getpass
 
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
-    preference = PreferenceWeights(args.aesthetic_weights, args.pickscore_weights, args.allow_pickle)
-    return ScoreConfig(metrics=metrics, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
-                       reference=args.reference, trigger=args.trigger, preference=preference, device=device or "cpu",
-                       batch_size=batch_size, progress=not args.no_progress)
+    from .owner import find_link, submit_job
+    from .store import default_store_path
+    from .work import job_args
+
+    root = args.store or default_store_path()
+    link = find_link(root)
+    if link is None:
+        return None
+    job = submit_job(link, command, job_args(args), f"{getpass.getuser()} (evalsvc {command})")
+    print(f"store {root} is in use by the evalsvc app (PID {link.pid}): queued as job {job} there; "
+          f"follow it in the Jobs tab of {link.url}")
+    return job
 
 
-def score_and_print(store, run: str, config) -> None:
-    from .scoring.runner import score_run
+def _run_here_or_in_app(command: str, args) -> int:
+    """Run `command`'s work on the store, or queue it in the app that holds the store."""
+    from .errors import StoreInUseError
+    from .store import open_store
+    from .work import WORK
 
-    report = score_run(store, run, config)
-    for line in report.skipped:
+    try:
+        with open_store(args.store) as store:
+            outcome = WORK[command](store, args)
+    except StoreInUseError:
+        if _queue_in_app(command, args) is None:
+            raise
+        return 0
+    for line in outcome.lines:
         print(line)
-    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
-    print(f"run {run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)", flush=True)
-
-
-def grid_options(args):
-    from .sampling.grid import GridOptions
-    from .sampling.models import default_device, default_dtype
-
-    precision = args.precision or str(default_dtype(getattr(args, "device", None) or default_device())).split(".")[-1]
-    return GridOptions(seeds=args.seeds, cfgs=args.cfg, steps=args.steps, sampler=args.sampler, size=args.size,
-                       lora_scale=args.lora_scale, clip_skip=args.clip_skip, precision=precision)
+    for line in outcome.errors:
+        print(line, file=sys.stderr)
+    return outcome.exit_code
 
 
 def cmd_init(args) -> int:
@@ -110,22 +118,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from .catalog import add_checkpoints
-    from .store import open_store
-
-    with open_store(args.store) as store:
-        report = add_checkpoints(store, args.paths, args.run, base=args.base, ema=args.ema,
-                                 allow_pickle=args.allow_pickle, config=args.config)
-    for info in report.added:
-        epoch = f" epoch {info.epoch}" if info.epoch is not None else ""
-        print(f"added  {Path(info.path).name}: {info.kind} {info.arch}{epoch}{' EMA' if info.ema else ''} "
-              f"[{info.sha256[:12]}]")
-    for info in report.known:
-        print(f"known  {Path(info.path).name}: same content as a registered checkpoint [{info.sha256[:12]}]")
-    for path, reason in report.refused:
-        print(f"refused {path}: {reason}", file=sys.stderr)
-    print(f"{len(report.added)} added, {len(report.known)} already known, {len(report.refused)} refused (run {args.run!r})")
-    return 1 if report.refused else 0
+    return _run_here_or_in_app("add", args)
 
 
 def cmd_suites(args) -> int:
@@ -144,40 +137,36 @@ def cmd_suites(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .sampling.runner import RunnerConfig, sample_queued, sample_run
-    from .sampling.shards import distributed_world, sample_distributed
+    from .sampling.shards import distributed_world
+
+    if distributed_world() > 1:
+        return _sample_distributed(args)
+    from .work import check_sample_args
+
+    check_sample_args(args)  # bad options fail before the store is opened or anything is queued
+    return _run_here_or_in_app("sample", args)
+
+
+def _sample_distributed(args) -> int:
+    from .sampling.runner import RunnerConfig
+    from .sampling.shards import sample_distributed
     from .store import default_store_path, open_store
     from .suites import load_suite
+    from .work import check_sample_args, grid_options, score_config, score_lines
 
-    config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
-    scoring = score_config(args, args.device) if args.score else None  # bad scoring options fail before sampling
     if args.suite is None:
-        if any(getattr(args, k) is not None for k in ("seeds", "cfg", "steps", "sampler", "size")):
-            raise InputError("grid options (--seeds, --cfg, ...) need --suite; without it the queued cells are sampled")
-        with open_store(args.store) as store:
-            report = sample_queued(store, args.run, config)
-            root = store.layout.root
-            if scoring is not None:
-                score_and_print(store, args.run, scoring)
-        print(f"run {args.run!r}, queued grid: {report.cells_total} cells; sampled {report.sampled} now, "
-              f"{report.failed} failed; images in {root / 'images'}")
-        return 1 if report.failed else 0
+        raise InputError("distributed sampling needs --suite")
+    check_sample_args(args)
+    root = args.store or default_store_path()
+    config = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
     suite = load_suite(args.suite)
-    options = grid_options(args)
-    if distributed_world() > 1:
-        report = sample_distributed(args.store or default_store_path(), args.run, suite, options, config)
-        root = args.store or default_store_path()
-        if int(os.environ.get("RANK", "0")) != 0:
-            return 1 if report.failed else 0
-    else:
-        with open_store(args.store) as store:
-            report = sample_run(store, args.run, suite, options, config)
-            root = store.layout.root
-            if scoring is not None:
-                score_and_print(store, args.run, scoring)
-    if scoring is not None and distributed_world() > 1:
+    report = sample_distributed(root, args.run, suite, grid_options(args), config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 1 if report.failed else 0
+    if args.score:
         with open_store(root) as store:
-            score_and_print(store, args.run, scoring)
+            for line in score_lines(store, args.run, score_config(args, args.device)):
+                print(line)
     rate = report.sampled / report.seconds if report.seconds else 0.0
     print(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} now "
           f"({rate:.2f} img/s), {report.failed} failed; images in {root / 'images'}")
@@ -197,10 +186,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_watch(args) -> int:
+    from .errors import StoreInUseError
+    from .owner import find_link
     from .sampling.runner import RunnerConfig
-    from .store import open_store
+    from .store import default_store_path, open_store
     from .suites import load_suite
     from .watch import WatchConfig, watch
+    from .work import grid_options, score_config, score_lines
 
     suite = load_suite(args.suite)
     options = grid_options(args)
@@ -208,7 +200,14 @@ def cmd_watch(args) -> int:
     runner = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
     scoring = score_config(args, args.device) if args.score else None
     failed = 0
-    with open_store(args.store) as store:
+    try:
+        store = open_store(args.store)
+    except StoreInUseError:
+        link = find_link(args.store or default_store_path())
+        if link is None:
+            raise
+        return _watch_through_app(args, config, link)
+    with store:
         print(f"watching {args.folder} for run {args.run!r} (suite {suite.name!r}); Ctrl-C stops", flush=True)
         for event in watch(store, args.folder, args.run, suite, options, runner, config, base=args.base):
             if event.kind == "new":
@@ -222,27 +221,51 @@ def cmd_watch(args) -> int:
                 print(f"sampled {event.report.sampled} cells ({event.report.failed} failed); "
                       f"grid has {event.report.cells_total}", flush=True)
                 if scoring is not None and event.report.sampled:
-                    score_and_print(store, args.run, scoring)
+                    print("\n".join(score_lines(store, args.run, scoring)), flush=True)
             else:
                 print(f"stopping: {event.detail}", flush=True)
     return 1 if failed else 0
 
 
+def _watch_through_app(args, config, link) -> int:
+    """`watch` while the app owns the store: each complete checkpoint becomes an `add` job sampled there."""
+    import getpass
+
+    from .owner import submit_job
+    from .watch import ready_batches
+    from .work import job_args
+
+    batches = ready_batches(args.folder, config)
+    by = f"{getpass.getuser()} (evalsvc watch)"
+    common = job_args(args)
+    print(f"the store is in use by the evalsvc app (PID {link.pid}): watching {args.folder} for run {args.run!r} "
+          f"and queueing each new checkpoint there ({link.url}, Jobs tab); Ctrl-C stops", flush=True)
+    if args.base is not None:
+        print(f"queued job {submit_job(link, 'add', {**common, 'suite': None}, by)}: the base model", flush=True)
+    for ready in batches:
+        job = submit_job(link, "add", {**common, "base": None, "paths": [str(p.resolve()) for p in ready]}, by)
+        print(f"queued job {job}: {', '.join(p.name for p in ready)}", flush=True)
+    print(f"stopping: idle for {config.max_idle:g} s", flush=True)
+    return 0
+
+
 def cmd_train(args) -> int:
     from trainer.config import load_config
+    from trainer.sinks import AppSink, open_sink
     from trainer.train import train
 
-    from .store import open_store
-
     config = load_config(args.config)
-    store = open_store(args.store) if args.store is not None else None
+    sink, store = open_sink(args.store, config)
+    if isinstance(sink, AppSink):
+        print(f"the store is in use by the evalsvc app (PID {sink.link.pid}): each saved epoch is queued there "
+              f"({sink.link.url}, Jobs tab)", flush=True)
     try:
         bar = None
         if not args.no_progress:
             from tqdm import tqdm
 
             bar = tqdm(unit="step", desc="training", dynamic_ncols=True)
-        for event in train(config, store):
+        for event in train(config, sink):
             if event.kind == "step" and bar is not None:
                 bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}", refresh=False)
                 bar.update(1)
@@ -260,12 +283,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .store import open_store
+    from .work import score_config
 
-    config = score_config(args, args.device, args.batch_size)
-    with open_store(args.store) as store:
-        score_and_print(store, args.run, config)
-    return 0
+    score_config(args, args.device, args.batch_size)  # bad options fail before anything is queued
+    return _run_here_or_in_app("score", args)
 
 
 def cmd_report(args) -> int:
@@ -283,14 +304,24 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from .app.server import AppConfig, serve
 
-    serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run))
+    serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run,
+                                workers=args.workers))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_RUN, run_demo
+    from .store import default_store_path
 
-    return run_demo(args.store, progress=not args.no_progress)
+    code = run_demo(args.store, progress=not args.no_progress)
+    root = args.store or default_store_path()
+    if code != 0 or args.no_browser:
+        print(f"look at the run in the app: evalsvc serve --store {root} --run {DEMO_RUN}")
+        return code
+    from .app.server import AppConfig, serve
+
+    serve(args.store, AppConfig(port=args.port, run=DEMO_RUN), open_browser=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,11 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", type=Path, help="file of name:password lines (mode 600): the voters' logins")
     p.add_argument("--run", help="the run shown first (default: the first)")
+    p.add_argument("--workers", type=int, default=1, help="threads running queued sampling and scoring jobs (default 1)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score every epoch")
+    p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score "
+                                    "every epoch, then open the app on the run")
     _store_arg(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-browser", action="store_true", help="end after the recommendation instead of opening the app")
+    p.add_argument("--port", type=int, default=7860, help="the app's port (default 7860)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -95,11 +95,12 @@ def train_lora(ctx: DemoContext) -> None:
 
 
 def _train_good(ctx: DemoContext, config) -> None:
+    from trainer.sinks import StoreSink
     from trainer.train import train
 
     print(f"training LoRA {DEMO_RUN!r} on {ctx.settings.images} purple images for {ctx.settings.epochs} epochs "
           f"(raw and EMA weights saved every epoch)", flush=True)
-    for event in train(config, ctx.store):
+    for event in train(config, StoreSink(ctx.store, config)):
         if event.kind == "epoch":
             print(f"  epoch {event.epoch} (step {event.step}): saved {', '.join(p.name for p in event.paths)}",
                   flush=True)

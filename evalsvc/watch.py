@@ -99,35 +99,47 @@ class FolderWatcher:
         return ready
 
 
+def ready_batches(folder: Path, config: WatchConfig) -> Iterator[list[Path]]:
+    """Each scan's newly complete checkpoints (scans that find none are skipped), until `max_idle` seconds pass
+    without any; the clock restarts once the caller is done with a batch."""
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: not a folder")
+    watcher = FolderWatcher(Path(folder), config)
+
+    def scans():
+        last_new = time.monotonic()
+        while True:
+            ready = watcher.poll()
+            if ready:
+                yield ready
+                last_new = time.monotonic()
+            if config.max_idle is not None and time.monotonic() - last_new > config.max_idle:
+                return
+            time.sleep(config.interval)
+
+    return scans()
+
+
 def watch(store, folder: Path, run: str, suite, options, runner_config, config: WatchConfig,
           base: Path | None = None) -> Iterator[WatchEvent]:
     """Register and sample each complete checkpoint that appears in `folder`; yields what happened."""
     from .catalog import add_checkpoints
     from .sampling.runner import sample_run
 
-    if not Path(folder).is_dir():
-        raise InputError(f"{folder}: not a folder")
+    batches = ready_batches(folder, config)
     if base is not None:
         add_checkpoints(store, [], run, base=base)
-    watcher = FolderWatcher(Path(folder), config)
-    last_new = time.monotonic()
     refused_before: set[tuple[str, str]] = set()
-    while True:
-        ready = watcher.poll()
-        if ready:
-            report = add_checkpoints(store, ready, run)
-            for info in report.added:
-                yield WatchEvent("new", str(info.path))
-            for info in report.known:
-                yield WatchEvent("known", str(info.path), "same content as a registered checkpoint")
-            for path, reason in report.refused:
-                if (path, reason) not in refused_before:
-                    refused_before.add((path, reason))
-                    yield WatchEvent("refused", path, reason)
-            if report.added or report.known:
-                last_new = time.monotonic()
-                yield WatchEvent("sampled", report=sample_run(store, run, suite, options, runner_config))
-        if config.max_idle is not None and time.monotonic() - last_new > config.max_idle:
-            yield WatchEvent("idle", detail=f"idle for {config.max_idle:g} s")
-            return
-        time.sleep(config.interval)
+    for ready in batches:
+        report = add_checkpoints(store, ready, run)
+        for info in report.added:
+            yield WatchEvent("new", str(info.path))
+        for info in report.known:
+            yield WatchEvent("known", str(info.path), "same content as a registered checkpoint")
+        for path, reason in report.refused:
+            if (path, reason) not in refused_before:
+                refused_before.add((path, reason))
+                yield WatchEvent("refused", path, reason)
+        if report.added or report.known:
+            yield WatchEvent("sampled", report=sample_run(store, run, suite, options, runner_config))
+    yield WatchEvent("idle", detail=f"idle for {config.max_idle:g} s")

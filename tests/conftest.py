@@ -128,15 +128,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_app(store, users=None, config=None):
-    """A context manager running the app on `store` in a uvicorn thread; yields its URL ending in '/'."""
+def serve_app(store, users=None, config=None, jobs: bool = False):
+    """A context manager running the app on `store` in a uvicorn thread; yields its URL ending in '/'.
+
+    With `jobs`, also its job workers and the link (store/app.json) commands use to queue work there."""
     import contextlib
     import threading
     import time
 
     import uvicorn
 
-    from evalsvc.app.server import AppConfig, AppState, build_app
+    from evalsvc.app.server import AppConfig, AppState, build_app, running_workers
 
     @contextlib.contextmanager
     def running():
@@ -144,7 +146,8 @@ def serve_app(store, users=None, config=None):
         app_config = config or AppConfig()
         from dataclasses import replace
 
-        app = build_app(AppState(store, replace(app_config, port=port)), users)
+        state = AppState(store, replace(app_config, port=port))
+        app = build_app(state, users)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -152,8 +155,13 @@ def serve_app(store, users=None, config=None):
         while not server.started and time.time() < deadline:
             time.sleep(0.1)
         assert server.started, "the app did not start within 60 s"
+        url = f"http://127.0.0.1:{port}/"
         try:
-            yield f"http://127.0.0.1:{port}/"
+            if jobs:
+                with running_workers(state, url):
+                    yield url
+            else:
+                yield url
         finally:
             server.should_exit = True
             thread.join(timeout=10)

@@ -1,11 +1,9 @@
 """The training loop (LoRA or full finetune): yields its progress; saves raw and EMA weights every epoch.
 
 Called as `evalsvc train CONFIG.toml` or from tests with a `TrainConfig`. Mixed precision and
-gradient accumulation go through accelerate. When a store is given, every saved checkpoint is
-registered under the run named `train.output_name`, with the base model, the step-wise loss is
-recorded, and, when `[eval] suite` is set, the checkpoint's evaluation grid is queued as pending
-work for the engine (`evalsvc sample --run NAME` or the app samples it); the trainer has no
-sampler of its own.
+gradient accumulation go through accelerate. With a sink (`trainer.sinks`: a store, or the app that
+owns it), every saved epoch is registered there with the base model and the step-wise loss, and its
+evaluation grid (`[eval] suite`) queued; the trainer has no sampler of its own.
 """
 
 from __future__ import annotations
@@ -109,12 +107,12 @@ def checkpoint_path(config: TrainConfig, epoch: int, ema: bool) -> Path:
     return Path(config.train.output_dir) / f"{stem}-{epoch:06d}.safetensors"
 
 
-def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
-    """Train as `config` says; yields each optimizer step and each saved epoch."""
+def train(config: TrainConfig, sink=None) -> Iterator[TrainEvent]:
+    """Train as `config` says; yields each optimizer step and each saved epoch, which goes to `sink`
+    (`trainer.sinks`: a store or the app) when given."""
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
-    queue = _EvalQueue(store, config) if store is not None and config.eval.suite else None
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
                               gradient_accumulation_steps=config.train.gradient_accumulation,
                               cpu=not torch.cuda.is_available())
@@ -192,11 +190,9 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
         if ema is not None:
             with ema.swapped_in():
                 paths.append(_save(pipe, ema=True, **saved))
-        if store is not None:
-            _register(store, config, paths, losses)
+        if sink is not None:
+            sink.epoch_saved(paths, losses)
             losses = []
-            if queue is not None:
-                queue.plan()
         yield TrainEvent("epoch", epoch, step, paths=paths)
     yield TrainEvent("done", config.train.epochs, step)
 
@@ -204,17 +200,6 @@ def train(config: TrainConfig, store=None) -> Iterator[TrainEvent]:
 def _save(pipe, *, config, network, arch, session, epoch, step, ema, dataset, started) -> Path:
     meta = _metadata(config, network, arch, session, epoch, step, ema, dataset, started)
     return write_atomically(network.state_dict(pipe), meta, checkpoint_path(config, epoch, ema))
-
-
-def _register(store, config: TrainConfig, paths: list[Path], losses: list[list]) -> None:
-    from evalsvc.catalog import add_checkpoints
-    from evalsvc.store.bulk import insert_rows
-
-    report = add_checkpoints(store, paths, config.train.output_name, base=Path(config.model.base))
-    if report.refused:
-        raise InputError("; ".join(f"{p}: {r}" for p, r in report.refused))
-    with store.transaction() as db:
-        insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], losses)
 
 
 class _LatentEncoder:
@@ -245,20 +230,3 @@ class _LatentEncoder:
         return mean + std * noise
 
 
-class _EvalQueue:
-    """The `[eval]` grid of the run, re-planned after each epoch so new checkpoints get pending cells.
-
-    The suite is read before training starts, so a bad suite stops the run before any step.
-    """
-
-    def __init__(self, store, config: TrainConfig):
-        from evalsvc.suites import load_suite
-
-        self.store, self.run = store, config.train.output_name
-        self.suite = load_suite(config.eval.suite)
-        self.options = config.eval.grid_options()
-
-    def plan(self) -> int:
-        from evalsvc.sampling.grid import plan_grid
-
-        return len(plan_grid(self.store, self.run, self.suite, self.options))

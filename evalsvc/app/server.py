@@ -3,7 +3,9 @@
 Routes besides Gradio's:
 - `/image/{name}`: a store image by its content address (`files.resolve_image` decides), for the grid;
 - `/vote-image/{token}`: the image behind an open vote pair's opaque image id, re-encoded as a PNG without
-  any metadata (no infotext, no file name), so nothing in its bytes or URL names the checkpoint.
+  any metadata (no infotext, no file name), so nothing in its bytes or URL names the checkpoint;
+- `POST /jobs`, `GET /jobs/{id}`: queue work and follow it, for commands run while the app owns the store;
+  they need the token the app wrote into the store folder (`evalsvc.owner`), not a voter's login.
 
 With logins, both routes need the same session as the UI (Gradio's login cookie); without a session they
 answer 401. Every request handler works on its own DuckDB cursor of the one connection (`AppState.cursor`).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,7 @@ class AppConfig:
     auth_file: Path | None = None
     run: str | None = None  # the run shown first and voted on (default: the first run)
     rows_per_page: int = 6
+    workers: int = 1  # threads running queued sampling and scoring jobs
     vote: VoteConfig = field(default_factory=VoteConfig)
 
 
@@ -35,8 +39,12 @@ class AppState:
     """The open store and what every handler needs from it."""
 
     def __init__(self, store, config: AppConfig):
+        from ..jobs import JobWorkers
+
         self.store, self.config = store, config
         self.images = store.layout.images
+        self.workers = JobWorkers(store, config.workers)
+        self.job_token: str | None = None  # set once the app's link is published (`evalsvc.owner`)
 
     @contextlib.contextmanager
     def cursor(self):
@@ -96,11 +104,47 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
         return Response(png_without_metadata(path), media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
+    _job_routes(app, state)
     auth = password_checker(users) if users else None
     runs = state.runs()
     vote_run = state.config.run or (runs[0] if runs else "")
     gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", auth=auth, footer_links=[])
     return gr.mount_gradio_app(app, build_blocks(state), path="/", auth=auth, footer_links=[])
+
+
+def _job_routes(app, state: AppState) -> None:
+    import hmac
+
+    from fastapi import Body, Header, HTTPException
+
+    from ..errors import InputError
+    from ..jobs import get_job, submit
+
+    def token_checked(authorization: str | None) -> None:
+        given = (authorization or "").removeprefix("Bearer ")
+        if state.job_token is None or not hmac.compare_digest(given.encode(), state.job_token.encode()):
+            raise HTTPException(status_code=401, detail="a job needs the token in the store folder's app.json")
+
+    @app.post("/jobs")
+    def queue_job(payload: dict = Body(...), authorization: str | None = Header(None)):
+        token_checked(authorization)
+        try:
+            with state.cursor() as db:
+                job_id = submit(db, str(payload.get("command")), payload.get("args"),
+                                str(payload.get("submitted_by") or ""))
+        except InputError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        state.workers.wake()
+        return {"id": job_id}
+
+    @app.get("/jobs/{job_id}")
+    def job(job_id: int, authorization: str | None = Header(None)):
+        token_checked(authorization)
+        with state.cursor() as db:
+            found = get_job(db, job_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        return found.to_json()
 
 
 def _session_user(app, request) -> str | None:
@@ -115,8 +159,24 @@ def _session_user(app, request) -> str | None:
     return None
 
 
-def serve(store_path: Path | None, config: AppConfig) -> None:
-    """Open the store, check where to listen, and run the app until interrupted."""
+@contextlib.contextmanager
+def running_workers(state: AppState, url: str):
+    """Publish the app's link for commands run meanwhile and run the job workers; undone on exit."""
+    from ..owner import publish, withdraw
+
+    link = publish(state.store.layout.root, url)
+    state.job_token = link.token
+    state.workers.start()
+    try:
+        yield link
+    finally:
+        state.workers.stop()
+        withdraw(state.store.layout.root, link)
+
+
+def serve(store_path: Path | None, config: AppConfig, open_browser: bool = False) -> None:
+    """Open the store, check where to listen, and run the app and its job workers until interrupted;
+    with `open_browser`, open the app in the user's browser once it answers."""
     import uvicorn
 
     from ..store import open_store
@@ -125,7 +185,29 @@ def serve(store_path: Path | None, config: AppConfig) -> None:
     check_bind(config.host, config.auth_file)
     users = load_auth_file(config.auth_file) if config.auth_file is not None else None
     with open_store(store_path) as store:
-        app = build_app(AppState(store, config), users)
-        print(f"evalsvc app on http://{config.host}:{config.port}/ (store {store.layout.root}); Ctrl-C stops",
-              flush=True)
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        state = AppState(store, config)
+        app = build_app(state, users)
+        local = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+        url = f"http://{local}:{config.port}/"
+        with running_workers(state, url):
+            print(f"evalsvc app on http://{config.host}:{config.port}/ (store {store.layout.root}); Ctrl-C stops",
+                  flush=True)
+            if open_browser:
+                threading.Thread(target=_open_when_up, args=(url, local, config.port), daemon=True).start()
+            uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+def _open_when_up(url: str, host: str, port: int, timeout: float = 60.0) -> None:
+    import socket
+    import time
+    import webbrowser
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    if not webbrowser.open(url):
+        print(f"no browser to open here: visit {url}", flush=True)

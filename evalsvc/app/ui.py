@@ -1,7 +1,7 @@
 """The Gradio layout: tabs and event wiring only; every answer comes from `evalsvc` modules.
 
-Two pages: the main one at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide; named API
-endpoints `grid`, `cell`, `compare`, `curves`, `leaderboard`, `decide`, `decisions`) and the blind-vote page at `/vote/`
+Two pages: the main one at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide, Jobs; named API
+endpoints `grid`, `cell`, `compare`, `curves`, `leaderboard`, `decide`, `decisions`, `queue_job`, `jobs`) and the blind-vote page at `/vote/`
 (`next_pair`, `vote`), which shows nothing that identifies a checkpoint before the vote. Each tab of the main
 page is built by one `*_tab(state, run)` function, `run` being the page's run dropdown.
 """
@@ -12,6 +12,7 @@ from html import escape
 from ..errors import InputError
 from .assets import CURVES_CSS, GRID_CSS, GRID_JS, LIGHTBOX_CSS, LIGHTBOX_JS, SLIDER_CSS, SLIDER_JS
 from .grid import AXES, GridRequest, grid_page
+from .jobs_tab import jobs_tab
 
 DEFAULT = "(first)"
 BEST_CFG = "best"  # the Compare tab's CFG choice: each checkpoint at its own best CFG
@@ -253,7 +254,7 @@ def build_blocks(state):
     with gr.Blocks(title="evalsvc") as blocks:
         gr.Markdown("# evalsvc")
         run = gr.Dropdown(runs, value=state.config.run or (runs[0] if runs else None), label="run")
-        for tab in (grid_tab, compare_tab, curves_tab, vote_tab, leaderboard_tab, decide_tab):
+        for tab in (grid_tab, compare_tab, curves_tab, vote_tab, leaderboard_tab, decide_tab, jobs_tab):
             tab(state, run)
     return blocks
 

@@ -36,6 +36,19 @@ class StoreLock:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
 
+    def holder(self) -> str | None:
+        """The PID written by the process holding the lock now, or None when nobody holds it."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # also drops a shared lock just taken
+        return None
+
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

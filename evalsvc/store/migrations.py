@@ -181,4 +181,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0007_jobs",
+        """
+        CREATE SEQUENCE job_ids START 1;
+        CREATE TABLE jobs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('job_ids'),
+            command TEXT NOT NULL,
+            run TEXT NOT NULL,
+            args JSON NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+            submitted_by TEXT NOT NULL,
+            submitted_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            exit_code INTEGER,
+            output TEXT
+        );
+        """,
+    ),
 )

@@ -49,14 +49,15 @@ class StoreLayout:
 class Store:
     """An open store: the DuckDB connection of the one writer, or a read-only reader."""
 
-    def __init__(self, layout: StoreLayout, connection, lock: StoreLock | None):
+    def __init__(self, layout: StoreLayout, connection, lock: StoreLock | None, owner: "Store | None" = None):
         self.layout = layout
         self.db = connection
         self._lock = lock
+        self.owner = owner  # the writer this is a thread view of
 
     @property
     def read_only(self) -> bool:
-        return self._lock is None
+        return self._lock is None and self.owner is None
 
     @contextlib.contextmanager
     def transaction(self):
@@ -68,6 +69,16 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def thread_view(self):
+        """This store on a DuckDB cursor of its own, for another thread of the process that owns it."""
+        view = Store(self.layout, self.db.cursor(), None, owner=self)
+        try:
+            yield view
+        finally:
+            view.db.close()
+            view.db = None
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name").fetchall()]
@@ -119,15 +130,20 @@ def open_store(root: Path | str | None = None, *, create: bool = True, read_only
         for folder in (layout.root, layout.images, layout.tmp, layout.shards):
             folder.mkdir(parents=True, exist_ok=True)
     if read_only:
-        try:
-            db = duckdb.connect(str(layout.database), read_only=True)
-        except duckdb.IOException:
-            holder = layout.lock.read_text().strip() if layout.lock.exists() else ""
-            raise StoreInUseError(f"store {layout.root} is in use by PID {holder or 'unknown'}; "
-                                  "it can be read once that process has finished") from None
+        holder, db = StoreLock(layout.lock).holder(), None
+        if holder is None:
+            with contextlib.suppress(duckdb.IOException, duckdb.ConnectionException):
+                db = duckdb.connect(str(layout.database), read_only=True)
+        if db is None:
+            raise _in_use_by_app(layout.root) or StoreInUseError(
+                f"store {layout.root} is in use by PID {holder or 'unknown'}; it can be read once that process has "
+                "finished")
         return Store(layout, db, None)
     lock = StoreLock(layout.lock)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except StoreInUseError as exc:
+        raise _in_use_by_app(layout.root) or exc from None
     try:
         for folder in (layout.images, layout.tmp, layout.shards):
             folder.mkdir(parents=True, exist_ok=True)
@@ -140,3 +156,15 @@ def open_store(root: Path | str | None = None, *, create: bool = True, read_only
         lock.release()
         raise
     return Store(layout, db, lock)
+
+
+def _in_use_by_app(root: Path) -> StoreInUseError | None:
+    """The in-use error naming the app, when the store's holder is a live evalsvc app."""
+    from ..owner import find_link
+
+    link = find_link(root)
+    if link is None:
+        return None
+    return StoreInUseError(f"store {root} is in use by the evalsvc app (PID {link.pid}) at {link.url}; `sample`, "
+                           "`score`, `add`, `watch` and `train` queue their work there, other commands need the app "
+                           "stopped (the app itself shows grids, scores and reports)")

@@ -1,0 +1,99 @@
+"""The Jobs tab: queue sampling or scoring of a run for the app's workers, and follow every job.
+
+Named API endpoints `queue_job` and `jobs`. Jobs queued by `evalsvc sample/score/add/watch/train` while
+the app owns the store show up here too.
+"""
+
+from ..errors import InputError
+
+JOB_HEADERS = ["job", "command", "run", "state", "by", "queued", "finished", "exit", "last line"]
+
+
+def job_request(command: str, run: str, suite: str, seeds: str, cfgs: str, steps, score: bool, metrics: str,
+                backbone: str) -> dict:
+    """The job's JSON arguments from the tab's fields, checked as the command line would check them."""
+    from ..work import check_sample_args, namespace, score_config
+
+    if command not in ("sample", "score"):
+        raise InputError(f"command must be sample or score, got {command!r}")
+    if not (run or "").strip():
+        raise InputError("choose a run")
+    args: dict = {"run": run}
+    if command == "sample":
+        args.update(suite=suite.strip() or None, seeds=_numbers("seeds", seeds, int),
+                    cfg=_numbers("CFG values", cfgs, float), steps=int(steps) if steps else None, score=bool(score))
+    if command == "score" or score:
+        args.update(metrics=metrics.strip() or None, backbone=backbone.strip() or None)
+    checked = namespace(command, args)
+    if command == "sample":
+        check_sample_args(checked)
+    else:
+        score_config(checked, checked.device)
+    return args
+
+
+def _numbers(name: str, text: str, kind) -> list | None:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+    return values or None
+
+
+def job_rows(db, limit: int = 50) -> list[list]:
+    from ..jobs import list_jobs
+
+    def when(t):
+        return t.strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+    def last_line(text):
+        lines = (text or "").strip().splitlines()
+        return lines[-1] if lines else ""
+
+    return [[j.id, j.command, j.run, j.state, j.submitted_by, when(j.submitted_at), when(j.finished_at),
+             "" if j.exit_code is None else j.exit_code, last_line(j.output)] for j in list_jobs(db, limit)]
+
+
+def jobs_tab(state, run) -> None:
+    """The tab's layout and events, inside the main page's Blocks; `run` is the page's run dropdown."""
+    import gradio as gr
+
+    from ..jobs import submit
+
+    def queue(run, command, suite, seeds, cfgs, steps, score, metrics, backbone, request: gr.Request):
+        try:
+            args = job_request(command, run, suite or "", seeds or "", cfgs or "", steps, score, metrics or "",
+                               backbone or "")
+            with state.cursor() as db:
+                job_id = submit(db, command, args, getattr(request, "username", None) or "local")
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+        state.workers.wake()
+        with state.cursor() as db:
+            return f"queued job {job_id}", job_rows(db)
+
+    def show():
+        with state.cursor() as db:
+            return job_rows(db)
+
+    with gr.Tab("Jobs"):
+        gr.Markdown("Sampling and scoring run here in the background; commands run while the app is up "
+                    "(`evalsvc sample`, `score`, `add`, `watch`, `train`) queue theirs here too.")
+        with gr.Row():
+            command = gr.Dropdown(["sample", "score"], value="sample", label="command")
+            suite = gr.Textbox(label="suite (name or .toml; empty: the run's queued cells)")
+            seeds = gr.Textbox(label="seeds (e.g. 1,2,3; empty: the suite's)")
+            cfgs = gr.Textbox(label="CFG values (e.g. 5,7; empty: the suite's)")
+            steps = gr.Number(value=None, precision=0, label="steps (empty: the suite's)")
+        with gr.Row():
+            score = gr.Checkbox(value=True, label="score after sampling")
+            metrics = gr.Textbox(label="metrics (empty: every registered scorer)")
+            backbone = gr.Textbox(label="CLIP backbone (empty: the default; 'toy' for the toy CLIP)")
+        button = gr.Button("Queue job", variant="primary")
+        status = gr.Markdown()
+        table = gr.Dataframe(headers=JOB_HEADERS, label="jobs, newest first")
+        refresh = gr.Button("Refresh jobs")
+        button.click(queue, [run, command, suite, seeds, cfgs, steps, score, metrics, backbone], [status, table],
+                     api_name="queue_job")
+        refresh.click(show, None, table, api_name="jobs")
+        gr.Timer(5).tick(show, None, table, api_visibility="private")

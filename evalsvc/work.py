@@ -1,0 +1,187 @@
+"""The store work behind `evalsvc sample`, `score` and `add`, shared by the command line and the app's job workers.
+
+Each work function takes an open store (or a thread view of it) and the command's arguments (an argparse
+namespace) and returns an `Outcome`: the lines to show and the exit code. Jobs carry the same arguments as
+JSON (`job_args` / `namespace`), with defaults taken from the command line's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+PATH_FIELDS = ("base", "config", "reference", "aesthetic_weights", "pickscore_weights", "clip_weights")
+TUPLE_FIELDS = ("seeds", "cfg", "size")
+NOT_JOB_FIELDS = ("func", "command", "store", "no_progress", "folder", "interval", "stable_seconds", "max_idle")
+
+
+@dataclass
+class Outcome:
+    exit_code: int = 0
+    lines: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "\n".join(self.lines + self.errors)
+
+
+def grid_options(args):
+    from .sampling.grid import GridOptions
+    from .sampling.models import default_device, default_dtype
+
+    precision = args.precision or str(default_dtype(getattr(args, "device", None) or default_device())).split(".")[-1]
+    return GridOptions(seeds=args.seeds, cfgs=args.cfg, steps=args.steps, sampler=args.sampler, size=args.size,
+                       lora_scale=args.lora_scale, clip_skip=args.clip_skip, precision=precision)
+
+
+def score_config(args, device: str | None, batch_size: int = 64):
+    from .scoring.backbone import BackboneSpec
+    from .scoring.registry import PreferenceWeights, ScoreConfig
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    preference = PreferenceWeights(args.aesthetic_weights, args.pickscore_weights, args.allow_pickle)
+    return ScoreConfig(metrics=metrics, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
+                       reference=args.reference, trigger=args.trigger, preference=preference, device=device or "cpu",
+                       batch_size=batch_size, progress=not args.no_progress)
+
+
+def score_lines(store, run: str, config) -> list[str]:
+    from .scoring.runner import score_run
+
+    report = score_run(store, run, config)
+    done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
+    return [*report.skipped, f"run {run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)"]
+
+
+def check_sample_args(args) -> None:
+    """What `sample` can refuse before it touches the store: bad grid, suite or scoring options."""
+    from .suites import load_suite
+
+    if args.suite is None:
+        if any(getattr(args, k) is not None for k in ("seeds", "cfg", "steps", "sampler", "size")):
+            raise InputError("grid options (--seeds, --cfg, ...) need --suite; without it the queued cells are sampled")
+    else:
+        load_suite(args.suite)
+        grid_options(args)
+    if getattr(args, "score", False):
+        score_config(args, args.device)
+
+
+def _runner_config(args):
+    from .sampling.runner import RunnerConfig
+
+    return RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+
+
+def _sample_suite(store, args, out: Outcome):
+    from .sampling.runner import sample_run
+    from .suites import load_suite
+
+    suite = load_suite(args.suite)
+    report = sample_run(store, args.run, suite, grid_options(args), _runner_config(args))
+    rate = report.sampled / report.seconds if report.seconds else 0.0
+    out.lines.append(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} "
+                     f"now ({rate:.2f} img/s), {report.failed} failed; images in {store.layout.images}")
+    out.errors.extend(f"failed {path}: {reason}" for path, reason in report.failures)
+    return report
+
+
+def sample_work(store, args) -> Outcome:
+    """`evalsvc sample`: the suite's grid (or the run's queued cells), then scoring when `--score`."""
+    from .sampling.runner import sample_queued
+
+    check_sample_args(args)
+    out = Outcome()
+    if args.suite is None:
+        report = sample_queued(store, args.run, _runner_config(args))
+        out.lines.append(f"run {args.run!r}, queued grid: {report.cells_total} cells; sampled {report.sampled} now, "
+                         f"{report.failed} failed; images in {store.layout.images}")
+    else:
+        report = _sample_suite(store, args, out)
+    if args.score:
+        out.lines.extend(score_lines(store, args.run, score_config(args, args.device)))
+    out.exit_code = 1 if report.failed else 0
+    return out
+
+
+def score_work(store, args) -> Outcome:
+    """`evalsvc score`."""
+    return Outcome(0, score_lines(store, args.run, score_config(args, args.device, args.batch_size)))
+
+
+def add_work(store, args) -> Outcome:
+    """`evalsvc add`; for jobs from `watch` and the trainer also their loss rows and the suite's grid afterwards."""
+    from .catalog import add_checkpoints
+    from .store.bulk import insert_rows
+
+    report = add_checkpoints(store, args.paths, args.run, base=args.base, ema=args.ema,
+                             allow_pickle=args.allow_pickle, config=args.config)
+    out = Outcome(1 if report.refused else 0)
+    for info in report.added:
+        epoch = f" epoch {info.epoch}" if info.epoch is not None else ""
+        out.lines.append(f"added  {Path(info.path).name}: {info.kind} {info.arch}{epoch}{' EMA' if info.ema else ''} "
+                         f"[{info.sha256[:12]}]")
+    for info in report.known:
+        out.lines.append(f"known  {Path(info.path).name}: same content as a registered checkpoint "
+                         f"[{info.sha256[:12]}]")
+    out.errors.extend(f"refused {path}: {reason}" for path, reason in report.refused)
+    out.lines.append(f"{len(report.added)} added, {len(report.known)} already known, {len(report.refused)} refused "
+                     f"(run {args.run!r})")
+    if getattr(args, "losses", None):
+        with store.transaction() as db:
+            insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], args.losses)
+    if getattr(args, "suite", None) and (report.added or report.known):
+        sampled = _sample_suite(store, args, out)
+        if getattr(args, "score", False):
+            out.lines.extend(score_lines(store, args.run, score_config(args, args.device)))
+        out.exit_code = max(out.exit_code, 1 if sampled.failed else 0)
+    return out
+
+
+WORK = {"sample": sample_work, "score": score_work, "add": add_work}
+
+
+def job_args(args) -> dict:
+    """A command's namespace as a job's JSON arguments: absolute paths (the app may run elsewhere), lists."""
+    def plain(name, value):
+        if isinstance(value, Path):
+            return str(value.resolve())
+        if isinstance(value, (tuple, list)):
+            return [plain(name, v) for v in value]
+        if name == "suite" and value is not None and Path(value).exists():
+            return str(Path(value).resolve())
+        return value
+
+    return {name: plain(name, value) for name, value in vars(args).items() if name not in NOT_JOB_FIELDS}
+
+
+def namespace(command: str, args: dict) -> argparse.Namespace:
+    """A job's JSON arguments over the command line's defaults for `command` (and `sample`'s, for `add` jobs)."""
+    from .cli import build_parser
+
+    if command not in WORK:
+        raise InputError(f"unknown job command {command!r} (commands: {', '.join(WORK)})")
+    parser = build_parser()
+    values = vars(parser.parse_args(["sample", "--run", "x"])) if command == "add" else {}
+    values.update(vars(parser.parse_args([command, "--run", "x"])))
+    unknown = sorted(set(args) - set(values) - {"losses"})
+    if unknown:
+        raise InputError(f"{command} job: unknown arguments {', '.join(unknown)}")
+    values.update(args)
+    for name in PATH_FIELDS:
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    for name in TUPLE_FIELDS:
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
+    values["paths"] = [Path(p) for p in values.get("paths") or []]
+    values["no_progress"] = True
+    return argparse.Namespace(**values)
+
+
+def run_job(store, command: str, args: dict) -> Outcome:
+    """Run one queued job on `store` (a worker's thread view)."""
+    return WORK[command](store, namespace(command, args))
