@@ -1,0 +1,216 @@
+"""The app in a real browser: Debian's Chromium, driven by Playwright, logs in through Gradio's login form,
+casts blind votes by clicking, and sees the leaderboard change.
+
+Playwright's own browser download does not work here, so this drives `/usr/bin/chromium` (Debian's package;
+`.ci/run` installs it). Without Chromium or playwright the test is skipped on a workstation and fails under
+CI (`CI` set), so CI cannot pass without running it.
+
+With `EVALSVC_SCREENSHOTS=<folder>` it also saves full-page screenshots of the vote page (a pair, then the
+reveal) and of every main-page tab, for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APP_USERS, serve_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000  # one Gradio event on two busy cores can take seconds; a broken page still fails in a minute
+VOTES = ("A", "B", "A", "B", "B", "A")  # decisive answers only: each moves two checkpoints' ratings
+BUTTONS = {"A": "A is better", "B": "B is better"}
+REVEAL = re.compile(r"Recorded (A|B)\. A was (\S+), B was (\S+)\.")
+
+
+@pytest.fixture(scope="session")
+def browser_available():
+    """Checks for Playwright and Debian's Chromium before the (slow) demo store is built: skips where either is
+    missing, except under CI (`CI` set), where that fails."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install -e '.[test]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if missing:
+        message = "a browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run it")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def chromium(browser_available):
+    """A headless Debian Chromium under Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _screenshots() -> Path | None:
+    folder = os.environ.get("EVALSVC_SCREENSHOTS")
+    if not folder:
+        return None
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _shoot(page, folder: Path | None, name: str) -> None:
+    if folder is not None:
+        page.screenshot(path=folder / f"{name}.png", full_page=True)
+
+
+def _logged_in_page(browser, url: str, user: str, ready):
+    """A page of its own browser context (own cookies) at `url`, logged in through Gradio's login form;
+    returns once `ready(page)` (a locator) shows."""
+    page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(APP_USERS[user])
+    page.get_by_role("button", name="Login").click()
+    ready(page).wait_for()
+    return page
+
+
+def _tab_labels(page) -> list[str]:
+    """The main page's tab labels in order, including any Gradio moved into its "More tabs" menu."""
+    page.get_by_role("tab").first.wait_for()
+    shown = [t.strip() for t in page.get_by_role("tab").all_text_contents()]
+    hidden = [t.strip() for t in page.locator(".overflow-dropdown button").all_text_contents()]
+    return shown + [t for t in hidden if t not in shown]
+
+
+def _open_tab(page, label: str) -> None:
+    tab = page.get_by_role("tab", name=label, exact=True)
+    if tab.count():
+        tab.click()
+        page.locator("[role=tab][aria-selected=true]", has_text=label).wait_for()
+    else:  # overflowed into the menu
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=label).click()
+
+
+def _ratings(page) -> list[list[str]]:
+    """The rows of the leaderboard's ratings table as shown: [rank, checkpoint, rating, 95% CI, votes]."""
+    grid = page.get_by_role("grid").filter(has=page.get_by_role("columnheader", name="rating", exact=True))
+    return grid.evaluate("""g => {
+        const rows = {};
+        for (const cell of g.querySelectorAll('[role=gridcell][data-row]')) {
+            (rows[cell.dataset.row] ??= [])[Number(cell.dataset.col)] = cell.innerText.trim();
+        }
+        return Object.keys(rows).sort((a, b) => a - b).map(k => rows[k]);
+    }""")
+
+
+def _refreshed_ratings(page, done, what: str) -> list[list[str]]:
+    """Clicks Refresh on the Leaderboard tab and polls the ratings table until `done(rows)`."""
+    page.get_by_role("button", name="Refresh", exact=True).click()
+    deadline, rows = time.monotonic() + TIMEOUT_MS / 1000, []
+    while time.monotonic() < deadline:
+        rows = _ratings(page)
+        if rows and done(rows):
+            return rows
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the leaderboard never showed {what}; last seen: {rows}")
+
+
+def _both_images_loaded(page) -> None:
+    page.wait_for_function("""() => {
+        const images = [...document.querySelectorAll('img[alt=A], img[alt=B]')];
+        return images.length === 2 && images.every(i => i.complete && i.naturalWidth > 0);
+    }""", timeout=TIMEOUT_MS)
+
+
+def test_voting_in_chromium_changes_the_leaderboard(browser_available, chromium, short_demo, copy_store):
+    from evalsvc.store import open_store
+
+    shots = _screenshots()
+    with open_store(copy_store(short_demo[0])) as store:
+        db = store.db.cursor()
+        try:
+            candidates = {name for name, in db.execute(
+                "SELECT c.file_name FROM run_checkpoints rc JOIN checkpoints c ON c.sha256 = rc.sha256 "
+                "WHERE rc.run = 'purple' AND rc.role = 'candidate'").fetchall()}
+            identifying = {text.lower() for name, sha in db.execute("SELECT file_name, sha256 FROM checkpoints")
+                           .fetchall() for text in (name, Path(name).stem, sha[:10])}
+        finally:
+            db.close()
+        assert len(candidates) == 4
+
+        with serve_app(store, APP_USERS) as url:
+            # Before any vote: every candidate listed, none with a vote, all at the same rating.
+            board = _logged_in_page(chromium, url, "bob", ready=lambda page: page.get_by_role("tab").first)
+            _open_tab(board, "Leaderboard")
+            before = _refreshed_ratings(board, lambda rows: board.get_by_text("no votes yet").is_visible(),
+                                        "its empty state")
+            assert {row[1] for row in before} == candidates
+            assert [row[4] for row in before] == ["0"] * 4 and len({row[2] for row in before}) == 1
+
+            # Blind votes by clicking, as ann on the vote page.
+            voter = _logged_in_page(chromium, url + "vote/", "ann",
+                                    ready=lambda page: page.get_by_role("button", name="Next pair"))
+            reveal = voter.locator("[data-testid=markdown]", has_text="Recorded")
+            seen, last_src = [], None
+            for i, answer in enumerate(VOTES):
+                voter.get_by_role("button", name="Next pair").click()
+                voter.wait_for_function("old => { const a = document.querySelector('img[alt=A]');"
+                                        " return a !== null && a.getAttribute('src') !== old; }",
+                                        arg=last_src, timeout=TIMEOUT_MS)
+                _both_images_loaded(voter)
+                last_src = voter.locator("img[alt=A]").get_attribute("src")
+                assert reveal.count() == 0 or not reveal.inner_text().strip()
+                html = voter.content().lower()
+                leaked = sorted(text for text in identifying if text in html)
+                assert not leaked, f"the vote page names {leaked} before the vote"
+                if i == 0:
+                    _shoot(voter, shots, "vote-1-pair")
+                voter.get_by_role("button", name=BUTTONS[answer], exact=True).click()
+                reveal.wait_for()
+                shown = REVEAL.search(reveal.inner_text())
+                assert shown and shown[1] == answer, reveal.inner_text()
+                assert {shown[2], shown[3]} <= candidates and shown[2] != shown[3]
+                seen.append(shown.groups())
+                named = {text for text in identifying if text in voter.content().lower()}
+                assert {shown[2].lower(), shown[3].lower()} <= named  # the leak check above can see names
+                if i == 0:
+                    _shoot(voter, shots, "vote-2-reveal")
+
+            # The leaderboard now counts exactly the votes cast, per checkpoint.
+            games = {name: 0 for name in candidates}
+            margin = {name: 0 for name in candidates}  # wins minus losses
+            for answer, left, right in seen:
+                winner, loser = (left, right) if answer == "A" else (right, left)
+                games[winner] += 1
+                games[loser] += 1
+                margin[winner] += 1
+                margin[loser] -= 1
+            after = _refreshed_ratings(board, lambda rows: sum(int(row[4] or 0) for row in rows) == 2 * len(VOTES),
+                                       f"the {len(VOTES)} votes cast")
+            assert not board.get_by_text("no votes yet").is_visible()
+            assert {row[1]: int(row[4]) for row in after} == games
+            assert [int(row[0]) for row in after] == [1, 2, 3, 4]
+            ratings = [float(row[2]) for row in after]
+            assert ratings == sorted(ratings, reverse=True)
+            if any(margin.values()):  # someone won more than they lost, so Bradley-Terry cannot rate all equal
+                assert len(set(ratings)) > 1, after
+
+            if shots is not None:
+                for n, label in enumerate(_tab_labels(board), 1):
+                    _open_tab(board, label)
+                    board.wait_for_timeout(1000)  # let a tab that loads on select draw itself
+                    _shoot(board, shots, f"main-{n}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}")
