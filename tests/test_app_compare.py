@@ -37,9 +37,9 @@ def test_enlarged_cell_shows_what_made_the_image_and_its_stored_scores(view):
         "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN grid_cells g ON g.key = w.key "
         "WHERE c.file_name = 'purple-ema-000002.safetensors' AND g.prompt_id = ?", [PROMPT]).fetchone()
     details = cell_details(view.db, "purple", key)
-    assert (details.seed, details.cfg, details.prompt, details.prompt_id) == (seed, cfg, prompt, PROMPT)
+    assert (details.spec.seed, details.spec.cfg, details.spec.prompt, details.prompt_id) == (seed, cfg, prompt, PROMPT)
     assert (details.checkpoint, details.weights, details.epoch) == ("purple-ema-000002.safetensors", "EMA", 2)
-    assert details.infotext == infotext and f"Seed: {seed}" in infotext and details.steps == 10
+    assert details.infotext == infotext and f"Seed: {seed}" in infotext and details.spec.steps == 10
     stored = dict(view.db.execute("SELECT metric, value FROM scores WHERE key = ?", [key]).fetchall())
     assert {s.metric: s.value for s in details.scores} == pytest.approx(stored) and "clip_t" in stored
     assert [s.metric for s in details.scores][0] == "clip_t"  # registry order

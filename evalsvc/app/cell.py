@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from html import escape
 
 from ..errors import InputError
+from ..sampling.engine import CellSpec
 
 
 @dataclass(frozen=True)
@@ -25,22 +26,16 @@ class CellDetails:
     weights: str  # base / raw / EMA
     epoch: int | None
     prompt_id: str
-    prompt: str
-    negative: str
-    seed: int
-    cfg: float
-    steps: int
-    sampler: str
-    width: int
-    height: int
+    spec: CellSpec  # prompt, negative, seed, CFG, steps, sampler, size, clip skip
     lora_scale: float
-    clip_skip: int
     precision: str
     infotext: str  # the PNG's A1111 `parameters` text as stored
     scores: tuple[CellScore, ...]
 
     def as_json(self) -> dict:
-        return asdict(self)
+        """Flat: the spec's fields beside the others."""
+        fields = asdict(self)
+        return {**asdict(self.spec), **{k: v for k, v in fields.items() if k != "spec"}}
 
 
 def cell_details(db, run: str, key: str) -> CellDetails:
@@ -64,9 +59,10 @@ def cell_details(db, run: str, key: str) -> CellDetails:
                              registry[metric].higher_is_better if metric in registry else None, version)
                    for metric, value, version in sorted(stored, key=lambda r: (order.get(r[0], len(order)), r[0])))
     weights = "base" if role == "base" else ("EMA" if ema else "raw")
-    return CellDetails(run, key, image, checkpoint, weights, epoch, prompt_id, prompt, negative, int(seed),
-                       float(cfg), int(steps), sampler, int(width), int(height), float(lora_scale), int(clip_skip),
-                       precision, infotext, scores)
+    spec = CellSpec(prompt, negative, int(seed), float(cfg), int(steps), sampler, int(width), int(height),
+                    int(clip_skip))
+    return CellDetails(run, key, image, checkpoint, weights, epoch, prompt_id, spec, float(lora_scale), precision,
+                       infotext, scores)
 
 
 def _fmt(value: float | None) -> str:
@@ -75,12 +71,12 @@ def _fmt(value: float | None) -> str:
 
 def cell_html(details: CellDetails) -> str:
     """The enlarged image beside its settings and scores, as a lightbox (the app's CSS places it over the page)."""
-    d = details
+    d, spec = details, details.spec
     epoch = "" if d.epoch is None else f", epoch {d.epoch}"
-    settings = [("prompt", d.prompt), ("negative prompt", d.negative or "–"), ("prompt id", d.prompt_id),
-                ("seed", str(d.seed)), ("CFG", f"{d.cfg:g}"), ("steps", str(d.steps)), ("sampler", d.sampler),
-                ("size", f"{d.width}×{d.height}"), ("LoRA scale", f"{d.lora_scale:g}"),
-                ("clip skip", str(d.clip_skip)), ("precision", d.precision), ("key", d.key)]
+    settings = [("prompt", spec.prompt), ("negative prompt", spec.negative or "–"), ("prompt id", d.prompt_id),
+                ("seed", str(spec.seed)), ("CFG", f"{spec.cfg:g}"), ("steps", str(spec.steps)),
+                ("sampler", spec.sampler), ("size", f"{spec.width}×{spec.height}"), ("LoRA scale", f"{d.lora_scale:g}"),
+                ("clip skip", str(spec.clip_skip)), ("precision", d.precision), ("key", d.key)]
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in settings)
     arrows = {True: " ↑", False: " ↓", None: ""}
     scores = "".join(f"<tr><th>{escape(s.metric)}{arrows[s.higher_is_better]}</th><td>{_fmt(s.value)}</td></tr>"
@@ -88,7 +84,7 @@ def cell_html(details: CellDetails) -> str:
     return (f'<div class="evs-lightbox" data-key="{escape(d.key)}"><div class="evs-box">'
             '<a href="#" class="evs-close" title="close (Esc)">×</a>'
             f'<a class="evs-big" href="/image/{escape(d.image)}" target="_blank">'
-            f'<img src="/image/{escape(d.image)}" alt="{escape(d.prompt)}"></a>'
+            f'<img src="/image/{escape(d.image)}" alt="{escape(spec.prompt)}"></a>'
             f'<div class="evs-info"><h3>{escape(d.checkpoint)} ({escape(d.weights)}{epoch})</h3>'
             f'<table>{rows}</table><h4>scores</h4><table>{scores}</table>'
             f'<h4>infotext</h4><pre>{escape(d.infotext)}</pre></div></div></div>')
