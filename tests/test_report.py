@@ -126,3 +126,48 @@ def test_unknown_run_and_unscored_run_are_refused(short_demo, copy_store, capsys
     err = capsys.readouterr().err.strip()
     assert err == "evalsvc: error: run 'purple' has no scores yet; run `evalsvc score --run purple` first"
     assert not (root / "reports" / "purple.json").exists()
+
+
+def test_release_decisions_are_shown_latest_first_in_every_format(short_demo, copy_store, capsys):
+    from evalsvc.decisions import mark_release_candidate
+    from evalsvc.store import open_store
+
+    root = copy_store(short_demo[0])
+    data = json.loads(_report(root, root, "json", capsys))
+    assert data["decisions"] == []
+    recommended = data["recommendation"]["checkpoint"]
+    other = next(c["name"] for c in data["checkpoints"] if c["role"] == "candidate" and c["name"] != recommended)
+    with open_store(root) as store:
+        first = mark_release_candidate(store.db, "purple", recommended, "ann", "best clip_t | first look")
+        latest = mark_release_candidate(store.db, "purple", other, "bob", "fewer\nartifacts in blind votes")
+    when = latest.decided_at.strftime("%Y-%m-%d %H:%M")
+
+    data = json.loads(_report(root, root, "json", capsys))
+    assert [(d["checkpoint"], d["decided_by"], d["reason"]) for d in data["decisions"]] == [
+        (other, "bob", "fewer\nartifacts in blind votes"), (recommended, "ann", "best clip_t | first look")]
+    assert data["decisions"][0]["decided_at"] == latest.decided_at.isoformat() + "+00:00"
+    assert data["decisions"][1]["decided_at"] == first.decided_at.isoformat() + "+00:00"
+
+    md = _report(root, root, "md", capsys)
+    section = md.split("### Release decision\n", 1)[1].split("\n### ", 1)[0]
+    assert f"**Release candidate: {other}**, marked by bob on {when} UTC: fewer artifacts in blind votes" in section
+    assert f"differs from the checkpoint recommended by clip_t ({recommended})" in section
+    assert "Earlier decisions:" in section and f"- {recommended}, marked by ann on " in section
+    assert "best clip_t \\| first look" in section  # a table-safe pipe
+    assert md.index("### Release decision") < md.index("### Leaderboard")
+
+    html = _report(root, root, "html", capsys)
+    section = html.split("<h2>Release decision</h2>", 1)[1].split("<h2>", 1)[0]
+    assert (f"<strong>Release candidate: {other}</strong>, marked by bob on {when} UTC: fewer artifacts in blind "
+            "votes") in section
+    assert f"<li>{recommended}, marked by ann on " in section and "best clip_t | first look</li>" in section
+
+
+def test_a_run_without_decisions_says_so(short_demo, tmp_path, capsys):
+    root, _ = short_demo
+    md = _report(root, tmp_path, "md", capsys)
+    assert ("### Release decision\n\nNo release candidate has been marked for this run yet (the app's Decide tab "
+            "marks one).\n") in md
+    html = _report(root, tmp_path, "html", capsys)
+    assert "<h2>Release decision</h2>\n<p>No release candidate has been marked for this run yet" in html
+    assert json.loads(_report(root, tmp_path, "json", capsys))["decisions"] == []

@@ -1,4 +1,5 @@
-"""`evalsvc report`: a run's leaderboard, recommendation, plots and images as Markdown, HTML or JSON."""
+"""`evalsvc report`: a run's leaderboard, recommendation, release decisions, plots and images as Markdown, HTML
+or JSON."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ import io
 from html import escape
 from pathlib import Path
 
-from .markdown import SERIES_TITLES, flags, metric_cell, metric_header, pick, weights
+from .markdown import (NO_DECISION, SERIES_TITLES, decision_note, decision_text, flags, metric_cell, metric_header,
+                       pick, weights)
 from .model import Report
 
 THUMBNAIL = 192  # longest side of an embedded image, in pixels; larger images are downscaled
@@ -31,6 +32,7 @@ figcaption { font-size: 0.8em; color: #555; }
 .strip img { width: 128px; height: auto; border: 1px solid #ccc; }
 .strip img.upscaled { image-rendering: pixelated; }
 .flags { color: #8a3b00; }
+.decision { background: #f2fbf2; border: 1px solid #bfe0bf; border-radius: 6px; padding: 0.6em 1em; }
 """
 
 
@@ -65,6 +67,21 @@ def _recommendations(report: Report) -> str:
     parts.append("<h2>Flags</h2>")
     parts.append('<ul class="flags">' + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>" if lines else
                  "<p>No checkpoint is flagged (memorisation, overcooking).</p>")
+    return "\n".join(parts)
+
+
+def _decision(report: Report) -> str:
+    """The latest release decision with who, when and why; earlier ones listed below it."""
+    if not report.decisions:
+        return f"<p>{escape(NO_DECISION)}</p>"
+    checkpoint, text = decision_text(report.decisions[0])
+    parts = [f'<div class="decision"><p><strong>Release candidate: {escape(checkpoint)}</strong>, {escape(text)}</p>']
+    if note := decision_note(report):
+        parts.append(f"<p>{escape(note)}</p>")
+    parts.append("</div>")
+    if len(report.decisions) > 1:
+        earlier = "".join(f"<li>{escape(c)}, {escape(t)}</li>" for c, t in map(decision_text, report.decisions[1:]))
+        parts.append(f"<p>Earlier decisions:</p><ul>{earlier}</ul>")
     return "\n".join(parts)
 
 
@@ -131,6 +148,7 @@ def render_html(report: Report) -> str:
         f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
         f"<h1>{escape(title)}</h1>",
         "<h2>Recommendation</h2>", _recommendations(report),
+        "<h2>Release decision</h2>", _decision(report),
         "<h2>Leaderboard</h2>", _leaderboard(report),
         "<h2>Metrics by epoch</h2>", _plots(report),
         *(["<h2>Images of the top candidates</h2>",

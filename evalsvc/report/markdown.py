@@ -1,4 +1,5 @@
-"""The report as Markdown, short enough for a pull-request comment: recommendation, leaderboard, flags."""
+"""The report as Markdown, short enough for a pull-request comment: recommendation, release decision,
+leaderboard, flags."""
 
 from __future__ import annotations
 
@@ -58,6 +59,39 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+NO_DECISION = "No release candidate has been marked for this run yet (the app's Decide tab marks one)."
+
+
+def decision_text(decision) -> tuple[str, str]:
+    """(checkpoint, "marked by <who> on <when> UTC: <why>") of a release decision, on one line."""
+    when = decision.decided_at.strftime("%Y-%m-%d %H:%M")
+    reason = " ".join(decision.reason.split())
+    return decision.checkpoint, f"marked by {decision.decided_by} on {when} UTC: {reason}"
+
+
+def decision_note(report: Report) -> str | None:
+    """A sentence when the latest decision is not the checkpoint the metrics recommend, else None."""
+    recommended = report.recommendations["overall"].checkpoint
+    if not report.decisions or report.decisions[0].checkpoint == recommended:
+        return None
+    return (f"The release candidate differs from the checkpoint recommended by {report.config.primary} "
+            f"({recommended or 'none'}).")
+
+
+def _decision_lines(report: Report) -> list[str]:
+    if not report.decisions:
+        return [NO_DECISION]
+    checkpoint, text = decision_text(report.decisions[0])
+    lines = [f"**Release candidate: {_escape(checkpoint)}**, {_escape(text)}"]
+    note = decision_note(report)
+    if note:
+        lines += ["", note]
+    if len(report.decisions) > 1:
+        lines += ["", "Earlier decisions:", ""]
+        lines += [f"- {_escape(c)}, {_escape(t)}" for c, t in map(decision_text, report.decisions[1:])]
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     c = report.config
     recommended = report.recommendations["overall"].checkpoint
@@ -69,6 +103,7 @@ def render_markdown(report: Report) -> str:
         if series in report.recommendations:
             lines.append(f"- {SERIES_TITLES[series]}: {pick(report.recommendations[series])}")
     lines += [""] if len(report.recommendations) > 1 else []
+    lines += ["### Release decision", ""] + _decision_lines(report) + [""]
     names = [m.name for m in report.metrics]
     lines += ["### Leaderboard", "",
               "| checkpoint | epoch | weights | CFG | " + " | ".join(metric_header(report, m) for m in names) + " |",

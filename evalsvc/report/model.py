@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 
+from ..decisions import Decision, decisions
 from ..errors import InputError
 from ..scoring.results import (AnalysisConfig, CheckpointInfo, leaderboard, run_checkpoints, run_recommendation,
                                stored_metrics)
@@ -116,6 +118,7 @@ class Report:
     loss: tuple[LossPoint, ...]
     strips: tuple[Strip, ...]
     unscored: tuple[str, ...]  # checkpoints without primary-metric values (not in `rows`)
+    decisions: tuple[Decision, ...] = ()  # release candidates marked in the app, latest first
 
     def metric(self, name: str) -> MetricInfo:
         return next(m for m in self.metrics if m.name == name)
@@ -169,7 +172,8 @@ def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Rep
     recommendations = _recommendations(store, run, rows, config)
     return Report(run, config, metrics, tuple(rows), recommendations, _loss(store, run),
                   _strips(store, run, rows, recommendations["overall"], higher, config),
-                  tuple(i.file_name for sha, i in checkpoints.items() if sha not in primary))
+                  tuple(i.file_name for sha, i in checkpoints.items() if sha not in primary),
+                  tuple(decisions(store.db, run)))
 
 
 def _check_request(store, run: str, config: ReportConfig, registry) -> None:
@@ -317,6 +321,8 @@ def report_json(report: Report) -> dict:
         for name, v in r.set_metrics.items()}} for r in report.rows if r.set_metrics]
     out["loss"] = [{"step": p.step, "epoch": p.epoch, "loss": p.loss} for p in report.loss]
     out["unscored"] = list(report.unscored)
+    out["decisions"] = [{"checkpoint": d.checkpoint, "decided_by": d.decided_by, "reason": d.reason,
+                         "decided_at": d.decided_at.replace(tzinfo=timezone.utc).isoformat()} for d in report.decisions]
     return out
 
 
