@@ -86,11 +86,13 @@ def grid_page(db, request: GridRequest) -> GridPage:
         "WHERE g.run = ?", [request.run]).fetchall()
     if not rows:
         raise InputError(f"run {request.run!r} has no sampled images")
+    labelled = [({axis: _label(axis, row) for axis in AXES}, row) for row in rows]
     choices = {}
     for axis in AXES:
         firsts = {}
-        for row in rows:
-            firsts.setdefault(_label(axis, row), _order(axis, row))
+        for labels, row in labelled:
+            if labels[axis] not in firsts:
+                firsts[labels[axis]] = _order(axis, row)
         choices[axis] = tuple(sorted(firsts, key=lambda label: firsts[label]))
     pinned = {}
     for axis in AXES:
@@ -100,20 +102,22 @@ def grid_page(db, request: GridRequest) -> GridPage:
         if value not in choices[axis]:
             raise InputError(f"filter {axis}={value!r}: no such value (values: {', '.join(choices[axis])})")
         pinned[axis] = value
-    chosen = [row for row in rows if all(_label(a, row) == v for a, v in pinned.items())]
-    row_labels = [label for label in choices[request.rows] if any(_label(request.rows, r) == label for r in chosen)]
-    column_labels = tuple(label for label in choices[request.columns]
-                          if any(_label(request.columns, r) == label for r in chosen))
+    chosen = [(labels, row) for labels, row in labelled if all(labels[a] == v for a, v in pinned.items())]
+    present_rows = {labels[request.rows] for labels, _ in chosen}
+    present_columns = {labels[request.columns] for labels, _ in chosen}
+    row_labels = [label for label in choices[request.rows] if label in present_rows]
+    column_labels = tuple(label for label in choices[request.columns] if label in present_columns)
     pages = max(1, math.ceil(len(row_labels) / request.rows_per_page))
     if request.page >= pages:
         raise InputError(f"page {request.page} is past the last page ({pages - 1})")
     shown = row_labels[request.page * request.rows_per_page:(request.page + 1) * request.rows_per_page]
+    shown_set = set(shown)
     cells = {}
-    for row in chosen:
-        r, c = _label(request.rows, row), _label(request.columns, row)
-        if r in shown and ((r, c) not in cells or _order("weights", row) < cells[(r, c)][0]):
+    for labels, row in chosen:
+        r, c = labels[request.rows], labels[request.columns]
+        if r in shown_set and ((r, c) not in cells or _order("weights", row) < cells[(r, c)][0]):
             key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, _ = row
-            cells[(r, c)] = (_order("weights", row), GridImage(key, image, checkpoint, _label("weights", row), epoch,
+            cells[(r, c)] = (_order("weights", row), GridImage(key, image, checkpoint, labels["weights"], epoch,
                                                                 prompt, int(seed), float(cfg)))
     return GridPage(tuple(shown), column_labels, {k: v for k, (_, v) in cells.items()}, pinned, choices,
                     request.page, pages)
