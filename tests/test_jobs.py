@@ -142,6 +142,15 @@ def test_a_bad_command_fails_before_queueing_and_a_stale_link_is_ignored(app_wit
     assert main(["sample", "--store", str(root), "--run", "purple", "--suite", "no-such-suite"]) == 2
     with store.thread_view() as view:
         assert list_jobs(view.db) == []
+    import httpx
+
+    assert (root / "app.json").stat().st_mode & 0o777 == 0o600
+    job = {"command": "score", "args": {"run": "purple"}, "submitted_by": "mallory"}
+    assert httpx.post(url + "jobs", json=job).status_code == 401
+    assert httpx.post(url + "jobs", json=job, headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert httpx.get(url + "jobs/1").status_code == 401
+    with store.thread_view() as view:
+        assert list_jobs(view.db) == []
     link = (root / "app.json").read_text()
     other = tmp_path / "other"
     other.mkdir()
