@@ -84,7 +84,7 @@ def jobs_tab(state, run) -> None:
             suite = gr.Textbox(label="suite (name or .toml; empty: the run's queued cells)")
             seeds = gr.Textbox(label="seeds (e.g. 1,2,3; empty: the suite's)")
             cfgs = gr.Textbox(label="CFG values (e.g. 5,7; empty: the suite's)")
-            steps = gr.Number(value=None, precision=0, label="steps (empty: the suite's)")
+            steps = gr.Number(value=0, precision=0, minimum=0, label="steps (0: the suite's)")
         with gr.Row():
             score = gr.Checkbox(value=True, label="score after sampling")
             metrics = gr.Textbox(label="metrics (empty: every registered scorer)")

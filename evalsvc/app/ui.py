@@ -205,7 +205,8 @@ def leaderboard_tab(state, run) -> None:
         with state.cursor() as db:
             board = human_leaderboard(db, run)
             agreement = metric_agreement(db, run)
-        table = [[i + 1, r.player, round(r.rating), f"{r.ci_low:.0f} to {r.ci_high:.0f}", r.votes]
+        table = [[i + 1, r.player, round(r.rating), f"{r.ci_low:.0f} to {r.ci_high:.0f}" if r.votes else "no votes",
+                  r.votes]
                  for i, r in enumerate(board.ratings)]
         agree = [[a.metric, f"{a.share:.0%}", f"{a.ci_low:.0%} to {a.ci_high:.0%}", a.votes] for a in agreement]
         needed = board.votes_to_separate_top_two
