@@ -443,7 +443,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("add", "sample", "watch", "train", "demo"):
+    if args.command in ("add", "sample", "watch", "train", "demo", "serve"):
         _quiet_libraries()
     try:
         return args.func(args)

@@ -102,6 +102,7 @@ class JobWorkers:
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self._current: dict[threading.Thread, Job | None] = {}  # each worker's job in hand
 
     def start(self) -> None:
         with self.store.thread_view() as view:
@@ -116,11 +117,13 @@ class JobWorkers:
         with self._wake:
             self._wake.notify_all()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> list[Job]:
+        """Stop taking jobs and wait up to `timeout` s for the running ones; returns those still running."""
         self._stop.set()
         self.wake()
         for thread in self._threads:
             thread.join(timeout)
+        return [job for thread, job in self._current.items() if thread.is_alive() and job is not None]
 
     def _loop(self) -> None:
         from .work import run_job
@@ -133,6 +136,7 @@ class JobWorkers:
                     with self._wake:
                         self._wake.wait(self.poll_seconds)
                     continue
+                self._current[threading.current_thread()] = job
                 try:
                     outcome = run_job(view, job.command, job.args)
                     code, output = outcome.exit_code, outcome.text()
@@ -141,3 +145,4 @@ class JobWorkers:
                 except Exception:  # a job's crash is its own; the worker goes on with the next one
                     code, output = 1, traceback.format_exc(limit=8)
                 finish(view.db, job.id, code, output)
+                self._current[threading.current_thread()] = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class AppState:
         self.images = store.layout.images
         self.workers = JobWorkers(store, config.workers)
         self.job_token: str | None = None  # set once the app's link is published (`evalsvc.owner`)
+        self.interrupted: list = []  # jobs still running when the workers were stopped
 
     @contextlib.contextmanager
     def cursor(self):
@@ -170,7 +172,7 @@ def running_workers(state: AppState, url: str):
     try:
         yield link
     finally:
-        state.workers.stop()
+        state.interrupted = state.workers.stop()
         withdraw(state.store.layout.root, link)
 
 
@@ -195,6 +197,13 @@ def serve(store_path: Path | None, config: AppConfig, open_browser: bool = False
             if open_browser:
                 threading.Thread(target=_open_when_up, args=(url, local, config.port), daemon=True).start()
             uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        if state.interrupted:
+            # A worker is inside a job (sampling, scoring) that cannot be cut short. Ending the process is what a
+            # crash would do, which the store is built for: the job is queued again when the app next starts.
+            for job in state.interrupted:
+                print(f"job {job.id} ({job.command} {job.run}) was interrupted; the app queues it again when it "
+                      "next starts and it goes on from its last finished batch", flush=True)
+            os._exit(130)
 
 
 def _open_when_up(url: str, host: str, port: int, timeout: float = 60.0) -> None:
