@@ -113,6 +113,13 @@ def test_bad_comparisons_are_refused(view):
     assert (choices.default_a, choices.default_b, choices.seeds) == (BASE, EPOCH2, (1,))
 
 
+def test_compare_starts_with_the_base_against_the_main_series_latest_epoch_not_a_side_lora(full_demo):
+    """The demo run also holds an overcooked (epoch 4) and a memorised (epoch 60) LoRA of their own series."""
+    with open_store(full_demo[0], read_only=True) as store:
+        choices = compare_choices(store, "purple")
+    assert (choices.default_a, choices.default_b) == (BASE, "purple-000008.safetensors")
+
+
 def test_curves_carry_the_recommendation_every_metric_and_the_latest_decision(short_demo, copy_store):
     from evalsvc.decisions import mark_release_candidate
     from evalsvc.scoring.results import AnalysisConfig, run_recommendation

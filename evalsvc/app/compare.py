@@ -9,7 +9,7 @@ adherence metrics on target prompts, the others on all their prompts).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from html import escape
 
@@ -82,7 +82,7 @@ class CompareChoices:
     seeds: tuple[int, ...]
     cfgs: tuple[float, ...]
     default_a: str | None  # the base, else the first checkpoint
-    default_b: str | None  # the latest raw candidate
+    default_b: str | None  # the latest raw candidate of the run's main series
 
 
 def compare_choices(store, run: str) -> CompareChoices:
@@ -96,7 +96,8 @@ def compare_choices(store, run: str) -> CompareChoices:
         f"SELECT DISTINCT w.{column} FROM grid_cells g JOIN work w ON w.key = g.key WHERE g.run = ? ORDER BY 1",
         [run]).fetchall()) for column in ("seed", "cfg"))
     candidates = [i for i in infos if i.role == "candidate"]
-    default_b = max(candidates, key=lambda i: (not i.ema, i.epoch or 0)).file_name if candidates else None
+    size = Counter(i.series for i in candidates)  # the run's main series has the most checkpoints
+    default_b = max(candidates, key=lambda i: (size[i.series], not i.ema, i.epoch or 0)).file_name if candidates else None
     default_a = next((i.file_name for i in infos if i.file_name != default_b), None)
     return CompareChoices(tuple(i.file_name for i in infos), prompts, tuple(int(s) for s in seeds),
                           tuple(float(c) for c in cfgs), default_a, default_b)
