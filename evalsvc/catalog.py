@@ -169,6 +169,20 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | None = N
     return report
 
 
+def compose_run(store, run: str, base_sha256: str | None, candidates: list[str]) -> None:
+    """A run made of checkpoints already registered: `base_sha256` as its base and `candidates`."""
+    with store.transaction() as db:
+        row = db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [run]).fetchone()
+        if row is None:
+            db.execute("INSERT INTO runs (name, base_sha256) VALUES (?, ?)", [run, base_sha256])
+        elif row[0] != base_sha256:
+            raise InputError(f"run {run!r} already has another base model; use a new run name")
+        if base_sha256 is not None:
+            _link(db, run, base_sha256, "base")
+        for sha in candidates:
+            _link(db, run, sha, "candidate")
+
+
 def mark_failed(db, sha256: str, reason: str) -> None:
     db.execute("UPDATE checkpoints SET status = 'failed', error = ? WHERE sha256 = ?", [reason, sha256])
 

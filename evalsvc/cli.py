@@ -301,6 +301,61 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_regress(args) -> int:
+    from .regress.report import render_all
+    from .regress.run import RegressRequest, regress
+    from .regress.verdicts import record_verdict
+    from .sampling.runner import RunnerConfig
+    from .store import open_store
+    from .work import grid_options, score_config
+
+    request = RegressRequest(args.baseline, args.candidate, args.suite, gates=args.gates, base=args.base,
+                             allow_suite_change=args.allow_suite_change, allow_pickle=args.allow_pickle)
+    runner = RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    scoring = score_config(args, args.device)
+    options = grid_options(args)
+    with open_store(args.store) as store:
+        try:
+            result = regress(store, request, options, runner, scoring)
+        except ValueError as exc:  # a gates/bootstrap combination that could never pass
+            raise InputError(str(exc)) from None
+        reports = render_all(result, store.layout.images)
+        with store.transaction() as db:
+            verdict_id = record_verdict(db, result, reports)
+    for line in result.evaluation.lines():
+        print(f"FAIL {line}")
+    if args.report is not None:
+        fmt = {".md": "md", ".html": "html", ".htm": "html", ".json": "json"}.get(args.report.suffix.lower(), "md")
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(reports[fmt])
+    word = "pass" if result.exit_code == 0 else "REGRESSION"
+    failed = len(result.evaluation.failures)
+    print(f"{word}: candidate {result.candidate.file_name} vs baseline {result.baseline.file_name} on suite "
+          f"{result.suite_name!r} ({result.cells} paired cells; {failed} of "
+          f"{sum(not r.informational for r in result.evaluation.results)} gates failed); verdict {verdict_id} "
+          f"stored" + (f", report in {args.report}" if args.report else ""))
+    return result.exit_code
+
+
+def cmd_verdicts(args) -> int:
+    from .regress.verdicts import list_verdicts, stored_report
+    from .store import open_store
+
+    with open_store(args.store, create=False, read_only=True) as store:
+        if args.id is None:
+            for v in list_verdicts(store.db):
+                print(f"{v.id:>4}  {v.created_at:%Y-%m-%d %H:%M}  {v.verdict:<10}  {v.candidate} vs {v.baseline}  "
+                      f"suite {v.suite_name} [{v.suite_hash[:12]}]  gates [{v.gates_hash[:12]}]")
+            return 0
+        text = stored_report(store.db, args.id, args.format)
+    if args.out is not None:
+        args.out.write_text(text)
+        print(args.out)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .app.server import AppConfig, serve
 
@@ -411,6 +466,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image-level metric that picks each checkpoint's CFG and the recommendation (default clip_t)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("regress", help="gate a candidate checkpoint against a baseline on a frozen suite (exit 0 pass, "
+                                       "1 regression, 2 could not run)")
+    _store_arg(p)
+    p.add_argument("--baseline", required=True, help="checkpoint file, registered name, RUN:EPOCH[:ema] or hash prefix")
+    p.add_argument("--candidate", required=True, help="as --baseline")
+    p.add_argument("--suite", required=True, help="as for `sample`; frozen by its content hash")
+    p.add_argument("--gates", type=Path, help="gates TOML (default: clip_t gated with margin 0.01, the rest reported)")
+    p.add_argument("--report", type=Path, help="also write the report here (.md, .html or .json)")
+    p.add_argument("--base", type=Path, help="base model for LoRA files not registered yet")
+    p.add_argument("--allow-suite-change", action="store_true",
+                   help="gate although the baseline was gated before with other contents under this suite name")
+    add_grid_arguments(p)
+    add_score_arguments(p)
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_regress)
+
+    p = sub.add_parser("verdicts", help="list stored regression verdicts, or print one's report again")
+    _store_arg(p)
+    p.add_argument("id", type=int, nargs="?", help="a verdict id (default: list them)")
+    p.add_argument("--format", choices=("md", "html", "json"), default="md")
+    p.add_argument("--out", type=Path, help="write the report to this file")
+    p.set_defaults(func=cmd_verdicts)
+
     p = sub.add_parser("serve", help="the app: grids, blind votes, the leaderboard and the release decision")
     _store_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
@@ -443,7 +523,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("add", "sample", "watch", "train", "demo", "serve"):
+    if args.command in ("add", "sample", "watch", "train", "demo", "serve", "regress"):
         _quiet_libraries()
     try:
         return args.func(args)

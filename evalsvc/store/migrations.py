@@ -200,4 +200,25 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0008_regressions",
+        """
+        CREATE SEQUENCE regression_ids START 1;
+        CREATE TABLE regressions (
+            id BIGINT PRIMARY KEY DEFAULT nextval('regression_ids'),
+            created_at TIMESTAMP NOT NULL,
+            baseline_sha256 TEXT NOT NULL,
+            candidate_sha256 TEXT NOT NULL,
+            baseline_name TEXT NOT NULL,
+            candidate_name TEXT NOT NULL,
+            suite_name TEXT NOT NULL,
+            suite_hash TEXT NOT NULL,
+            gates_hash TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            report_json JSON NOT NULL,
+            report_md TEXT NOT NULL,
+            report_html TEXT NOT NULL
+        );
+        """,
+    ),
 )
