@@ -67,6 +67,14 @@ def cluster_bootstrap(values: Sequence[float], prompts: Sequence[Hashable], seed
     return Estimate(mean, float(low), float(high), n, len(counts))
 
 
+def bootstrap_means(values: Sequence[float], prompts: Sequence[Hashable], seeds: Sequence[Hashable],
+                    config: BootstrapConfig = BootstrapConfig()) -> np.ndarray:
+    """The resampled means behind `cluster_bootstrap`'s interval (same draws for the same config), for tests
+    that need the distribution itself."""
+    table, counts, _ = _grouped(values, prompts, seeds)
+    return _resample_means(table, counts, config)
+
+
 def estimate_scores(scores: Mapping[tuple[Hashable, Hashable], float],
                     config: BootstrapConfig = BootstrapConfig()) -> Estimate:
     """`cluster_bootstrap` of a {(prompt, seed): value} mapping."""

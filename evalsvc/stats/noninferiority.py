@@ -39,7 +39,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .bootstrap import BootstrapConfig, Estimate, _grouped, _resample_means
+from .bootstrap import BootstrapConfig, Estimate, bootstrap_means
 from .compare import paired_difference
 
 OVERALL = ""  # the slice holding every prompt
@@ -103,8 +103,7 @@ def paired_test(candidate: Scores, baseline: Scores, higher_is_better: bool, thr
     estimate = paired_difference(better, other, config)
     shared = [k for k in better if k in other]
     values = [better[k] - other[k] for k in shared]
-    table, counts, _ = _grouped(values, [k[0] for k in shared], [k[1] for k in shared])
-    means = _resample_means(table, counts, config)
+    means = bootstrap_means(values, [k[0] for k in shared], [k[1] for k in shared], config)
     se = float(np.std(means, ddof=1)) if means.size > 1 else 0.0
     p_value = None
     if threshold is not None:
