@@ -95,7 +95,8 @@ def render_markdown(result) -> str:
     for r in gated:
         lines.append(f"- {r.metric} {r.where}: this suite detects a change of {_size(r.detectable)} or more "
                      f"(one-sided, Holm level); the gate's margin is {_rule(r)}"
-                     + (" — **underpowered**: an unchanged candidate would often fail" if r.underpowered else ""))
+                     + (" — **underpowered**: with this much variation between pairs, a candidate truly within "
+                        "the margin would often fail" if r.underpowered else ""))
     if not gated:
         lines.append("- no gated metric")
     return "\n".join(lines) + "\n"
