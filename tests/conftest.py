@@ -183,3 +183,22 @@ def running_app(short_demo, tmp_path_factory):
     shutil.copytree(short_demo[0], root, ignore=shutil.ignore_patterns("lock"))
     with open_store(root) as store, serve_app(store, APP_USERS) as url:
         yield url, store
+
+
+def side_balance(placements: list[tuple[str, str]]) -> tuple[float, dict[str, tuple[int, int]]]:
+    """(p-value, {checkpoint: (times left, times right)}) of the hypothesis that sides are a fair coin.
+
+    Counted per pair of checkpoints, since one pair puts one checkpoint left and the other right: for each
+    pair {i, j} the times i was left against the times j was, a chi-square with one degree of freedom per pair.
+    """
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    by_pair = Counter(placements)
+    pairs = sorted({tuple(sorted(p)) for p in by_pair})
+    observed = [by_pair[(i, j)] for i, j in pairs] + [by_pair[(j, i)] for i, j in pairs]
+    expected = [(by_pair[(i, j)] + by_pair[(j, i)]) / 2 for i, j in pairs] * 2
+    sides = {sha: (sum(n for (left, _), n in by_pair.items() if left == sha),
+                   sum(n for (_, right), n in by_pair.items() if right == sha)) for pair in pairs for sha in pair}
+    return chisquare(observed, expected, ddof=len(pairs) - 1).pvalue, sides

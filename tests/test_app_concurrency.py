@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from scipy.stats import chisquare
 
-from conftest import serve_app
+from conftest import serve_app, side_balance
 
 VOTERS, VOTES_EACH, REPLAYS = 50, 20, 100
 USERS = {f"voter{i:02d}": f"pw-voter{i:02d}" for i in range(VOTERS)}
@@ -174,21 +173,6 @@ def test_fifty_voters_at_once_store_exactly_the_accepted_votes_and_replays_once(
     assert all("already been answered" in str(error) for ok, error in replies if not ok), _summary(replies)
     assert _rows(store, "SELECT voter, answer FROM votes WHERE token = ?", [pair[0]]) == [(voter, "tie")]
     assert _rows(store, "SELECT count(*), count(DISTINCT token) FROM votes") == [(VOTERS * VOTES_EACH + 1,) * 2]
-
-
-def side_balance(placements: list[tuple[str, str]]) -> tuple[float, dict[str, tuple[int, int]]]:
-    """(p-value, {checkpoint: (times left, times right)}) of the hypothesis that sides are a fair coin.
-
-    Counted per pair of checkpoints, since one pair puts one checkpoint left and the other right: for each
-    pair {i, j} the times i was left against the times j was, a chi-square with one degree of freedom per pair.
-    """
-    by_pair = Counter(placements)
-    pairs = sorted({tuple(sorted(p)) for p in by_pair})
-    observed = [by_pair[(i, j)] for i, j in pairs] + [by_pair[(j, i)] for i, j in pairs]
-    expected = [(by_pair[(i, j)] + by_pair[(j, i)]) / 2 for i, j in pairs] * 2
-    sides = {sha: (sum(n for (left, _), n in by_pair.items() if left == sha),
-                   sum(n for (_, right), n in by_pair.items() if right == sha)) for pair in pairs for sha in pair}
-    return chisquare(observed, expected, ddof=len(pairs) - 1).pvalue, sides
 
 
 def test_left_and_right_are_balanced_over_pairs_issued_by_the_app(vote_app, fifty_voters):
