@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from evalsvc.errors import InputError
+from evalsvc.textfiles import read_toml
 
 ARCHS = ("sd15", "sdxl")
 NETWORK_KINDS = ("lora", "full")
@@ -419,14 +419,5 @@ class TrainConfig:
 def load_config(path) -> TrainConfig:
     """Read and validate a trainer TOML file."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: invalid TOML: {error}") from None
+    data, _ = read_toml(path, "trainer config")
     return TrainConfig.from_dict(data, source=str(path))

@@ -27,14 +27,13 @@ import dataclasses
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from evalsvc.errors import InputError
 from evalsvc.stats.bootstrap import BootstrapConfig
 from evalsvc.stats.noninferiority import INFORMATIONAL, OVERALL, Evaluation, Rule, gate_family
+from evalsvc.textfiles import read_toml
 
 PRIMARY = "clip_t"
 DEFAULT_MARGIN = 0.01  # clip_t is a cosine (about 0.2 to 0.35): 0.01 is roughly a 3% loss of prompt adherence
@@ -125,16 +124,7 @@ def load_gates(path, known_metrics: Mapping[str, bool], known_slices: Collection
     Every problem raises InputError naming the file and the key.
     """
     where = str(path)
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise InputError(f"{where}: cannot read gates file ({error.strerror or error})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{where}: invalid TOML: {error}") from None
+    data, _ = read_toml(path, "gates file")
     _check_keys(where, (), data, _TOP_KEYS)
     for name in ("alpha", "power"):
         if name in data and not _is_number(data[name]):

@@ -7,10 +7,10 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalsvc import textfiles
 from evalsvc.errors import SuiteError
 
 ROLES = ("target", "holdout", "reference")
@@ -131,13 +131,8 @@ def make_prompt(where: str, **fields) -> PromptSpec:
 
 
 def read_text(path: Path) -> str:
-    """The UTF-8 text of a suite file (a leading BOM is dropped)."""
-    try:
-        return Path(path).read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SuiteError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise SuiteError(f"{path}: cannot read ({error.strerror or error})") from None
+    """The UTF-8 text of a suite file."""
+    return textfiles.read_text(path, "suite file", SuiteError)
 
 
 def read_json(path: Path):
@@ -150,11 +145,7 @@ def read_json(path: Path):
 
 def read_toml(path: Path) -> tuple[dict, str]:
     """The parsed TOML of a suite file and its text (for `array_lines`)."""
-    text = read_text(path)
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{path}: invalid TOML: {error}") from None
+    return textfiles.read_toml(path, "suite file", SuiteError)
 
 
 def array_lines(text: str, header: str) -> list[int]:
