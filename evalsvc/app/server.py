@@ -50,11 +50,9 @@ class AppState:
 
     @contextlib.contextmanager
     def cursor(self):
-        cursor = self.store.db.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+        """A DuckDB cursor of this request's own (the store's `thread_view`), closed afterwards."""
+        with self.store.thread_view() as view:
+            yield view.db
 
     def runs(self) -> list[str]:
         with self.cursor() as db:

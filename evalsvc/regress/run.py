@@ -106,8 +106,7 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     from ..sampling.runner import sample_run
     from ..scoring.runner import score_run
     from ..suites import load_suite
-    from .gates import default_gates, load_gates
-    from .gates import evaluate_gates
+    from .gates import default_gates, evaluate_gates, load_gates
     from .verdicts import check_suite_unchanged
 
     suite = load_suite(request.suite)
