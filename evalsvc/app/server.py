@@ -50,9 +50,13 @@ class AppState:
 
     @contextlib.contextmanager
     def cursor(self):
-        """A DuckDB cursor of this request's own (the store's `thread_view`), closed afterwards."""
-        with self.store.thread_view() as view:
-            yield view.db
+        """A DuckDB cursor of this request's own, closed afterwards (taken from `store.db`, so a test can count
+        them by wrapping the connection)."""
+        cursor = self.store.db.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
 
     def runs(self) -> list[str]:
         with self.cursor() as db:
