@@ -55,3 +55,30 @@ def test_reader_needs_an_existing_store(tmp_path):
 
     with pytest.raises(EvalsvcError, match="no store here"):
         open_store(tmp_path / "missing", read_only=True)
+
+
+def test_reader_upgrades_a_store_written_by_an_older_version(tmp_path):
+    """`evalsvc report` on a store from before the latest migrations: upgraded first, data kept."""
+    import duckdb
+
+    root = tmp_path / "s"
+    with open_store(root) as store:
+        store.db.execute("INSERT INTO runs (name) VALUES ('keep')")
+        last_name, last_sql = MIGRATIONS[-1]
+        store.db.execute("DELETE FROM migrations WHERE name = ?", [last_name])
+    old = duckdb.connect(str(root / "evalsvc.duckdb"))
+    for kind, name in _objects_created_by(last_sql):
+        old.execute(f"DROP {kind} {name}")
+    old.close()
+    with open_store(root, read_only=True) as store:
+        assert store.read_only
+        assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
+        assert store.db.execute("SELECT name FROM runs").fetchall() == [("keep",)]
+
+
+def _objects_created_by(sql: str) -> list[tuple[str, str]]:
+    """(kind, name) of each table and sequence `sql` creates, tables first (they use the sequences)."""
+    import re
+
+    found = re.findall(r"CREATE (TABLE|SEQUENCE) (?:IF NOT EXISTS )?(\w+)", sql)
+    return sorted(found, key=lambda item: item[0] != "TABLE")

@@ -98,12 +98,20 @@ class Store:
         self.close()
 
 
+def _pending_migrations(db) -> list[tuple[str, str]]:
+    """The migrations not yet applied to `db` (all of them for a database without a `migrations` table)."""
+    import duckdb
+
+    try:
+        done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
+    except duckdb.CatalogException:
+        done = set()
+    return [(name, sql) for name, sql in MIGRATIONS if name not in done]
+
+
 def _migrate(db) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
-    done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
-    for name, sql in MIGRATIONS:
-        if name in done:
-            continue
+    for name, sql in _pending_migrations(db):
         db.execute("BEGIN TRANSACTION")
         try:
             db.execute(sql)
@@ -138,6 +146,10 @@ def open_store(root: Path | str | None = None, *, create: bool = True, read_only
             raise _in_use_by_app(layout.root) or StoreInUseError(
                 f"store {layout.root} is in use by PID {holder or 'unknown'}; it can be read once that process has "
                 "finished")
+        if _pending_migrations(db):  # written by an older evalsvc: upgrade it (nobody holds it), then read it
+            db.close()
+            open_store(layout.root).close()
+            return open_store(layout.root, create=False, read_only=True)
         return Store(layout, db, None)
     lock = StoreLock(layout.lock)
     try:
