@@ -57,12 +57,13 @@ def add_score_arguments(parser: argparse.ArgumentParser, after_sampling: bool = 
         parser.add_argument("--score", action="store_true",
                             help="score the run (as `evalsvc score` with the options below) after each sampling pass")
     parser.add_argument("--metrics", help="comma-separated metric names (default: every registered scorer)")
-    parser.add_argument("--backbone", help="open_clip MODEL or MODEL:TAG, or 'toy' for the toy CLIP "
-                                           "(default ViT-L-14-quickgelu:openai, from the local model cache)")
+    parser.add_argument("--backbone", help="open_clip MODEL or MODEL:TAG, or 'toy' for the toy CLIP (default: the "
+                                           "run's last one, else ViT-L-14-quickgelu:openai from the model cache)")
     parser.add_argument("--clip-weights", help="a local weights file for --backbone")
     parser.add_argument("--reference", type=Path,
-                        help="folder of the training images (clip_i, nearest_train, kid, fid)")
-    parser.add_argument("--trigger", help="trigger word, removed from prompts for clip_t_untriggered")
+                        help="folder of the training images (clip_i, nearest_train, kid, fid; default: the run's last)")
+    parser.add_argument("--trigger", help="trigger word, removed from prompts for clip_t_untriggered (default: the "
+                                          "run's last)")
     parser.add_argument("--aesthetic-weights", type=Path,
                         help="LAION aesthetic v2 head (.safetensors; .pth needs --allow-pickle) for `aesthetic`")
     parser.add_argument("--pickscore-weights", type=Path,

@@ -53,7 +53,7 @@ def score_lines(store, run: str, config) -> list[str]:
 
     report = score_run(store, run, config)
     done = ", ".join(f"{name} {count}" for name, count in report.computed.items())
-    return [*report.skipped, f"run {run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)"]
+    return [*([report.settings] if report.settings else []), *report.skipped, f"run {run!r}: values computed now: {done or 'none'} ({report.seconds:.1f} s)"]
 
 
 def check_sample_args(args) -> None:

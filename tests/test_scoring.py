@@ -98,7 +98,8 @@ def test_missing_weights_skip_the_scorer_with_one_line(short_demo, copy_store, t
     root = copy_store(short_demo[0])
     with open_store(root) as store:
         store.db.execute("DELETE FROM scores")  # the demo scored with the toy CLIP already
-        report = score_run(store, "purple", ScoreConfig(metrics=("clip_t", "oracle"), progress=False))
+        default = BackboneSpec()  # OpenAI's ViT-L/14, not in the (empty) cache
+        report = score_run(store, "purple", ScoreConfig(metrics=("clip_t", "oracle"), backbone=default, progress=False))
         assert report.computed == {"oracle": store.db.execute("SELECT count(*) FROM scores").fetchone()[0]}
         assert store.db.execute("SELECT count(*) FROM scores WHERE metric = 'clip_t'").fetchone()[0] == 0
     [line] = report.skipped
@@ -149,6 +150,7 @@ def test_bad_requests_are_refused(short_demo, copy_store):
             score_run(store, "nope", ScoreConfig())
     report = None
     with open_store(root) as store:
+        store.db.execute("DELETE FROM run_scoring")  # the demo's scoring left its reference images as the run's
         report = score_run(store, "purple", ScoreConfig(metrics=("clip_i",), backbone=BackboneSpec.toy()))
     assert report.skipped == ["clip_i skipped: it needs the training images (--reference DIR)"]
 

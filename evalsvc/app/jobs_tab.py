@@ -88,7 +88,7 @@ def jobs_tab(state, run) -> None:
         with gr.Row():
             score = gr.Checkbox(value=True, label="score after sampling")
             metrics = gr.Textbox(label="metrics (empty: every registered scorer)")
-            backbone = gr.Textbox(label="CLIP backbone (empty: the default; 'toy' for the toy CLIP)")
+            backbone = gr.Textbox(label="CLIP backbone (empty: the run's last, else the default; 'toy': the toy CLIP)")
         button = gr.Button("Queue job", variant="primary")
         status = gr.Markdown()
         table = gr.Dataframe(headers=JOB_HEADERS, label="jobs, newest first")

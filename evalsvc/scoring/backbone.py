@@ -39,10 +39,11 @@ class BackboneSpec:
         return cls(TOY_CLIP_NAME, str(toy_clip_weights()))
 
     @classmethod
-    def parse(cls, text: str | None, weights: str | None = None) -> "BackboneSpec":
-        """`toy`, `MODEL` or `MODEL:TAG`; `weights` (a file) overrides the tag."""
+    def parse(cls, text: str | None, weights: str | None = None) -> "BackboneSpec | None":
+        """`toy`, `MODEL` or `MODEL:TAG`; `weights` (a file) overrides the tag. None when neither is given
+        (scoring then takes the run's last backbone, else the default)."""
         if text in (None, ""):
-            return cls(DEFAULT_MODEL, weights or DEFAULT_PRETRAINED)
+            return cls(DEFAULT_MODEL, weights) if weights else None
         if text == "toy":
             return cls.toy()
         model, _, tag = text.partition(":")

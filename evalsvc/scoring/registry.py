@@ -55,7 +55,8 @@ class ScoreConfig:
     """What `evalsvc score` computes and with which weights."""
 
     metrics: tuple[str, ...] | None = None  # None: every registered scorer
-    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    # None: the run's last setting (see `run_settings`); the backbone then defaults to BackboneSpec()
+    backbone: BackboneSpec | None = None
     reference: Path | None = None  # the training images (clip_i, nearest_train, kid, fid)
     trigger: str | None = None  # removed from prompts for clip_t_untriggered
     preference: PreferenceWeights = field(default_factory=PreferenceWeights)
@@ -91,6 +92,13 @@ class ScoringContext:
         return reference_images(self.config.reference)
 
     @cached_property
+    def reference_id(self) -> str:
+        """Names the reference set in stored versions: values against other training images are recomputed."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(sorted(self.reference_files)).encode()).hexdigest()[:12]
+
+    @cached_property
     def reference_embeddings(self) -> tuple[list[Path], np.ndarray]:
         from .embeddings import image_embeddings
 
@@ -115,8 +123,9 @@ class Scorer:
 
     def stored_version(self, ctx: ScoringContext) -> str:
         """The version stored with each value: the scorer's, and the backbone's for CLIP-based scorers, so
-        that values from another backbone are recomputed rather than mixed."""
-        return f"{self.version}@{ctx.backbone_id}" if self.needs_backbone else self.version
+        that values from another backbone (or other reference images) are recomputed rather than mixed."""
+        version = f"{self.version}@{ctx.backbone_id}" if self.needs_backbone else self.version
+        return f"{version}#{ctx.reference_id}" if self.needs_reference else version
 
     def skip_reason(self, ctx: ScoringContext) -> str | None:
         """Why this scorer cannot run on this run (one line), or None."""

@@ -17,6 +17,7 @@ from ..store.bulk import insert_rows
 from .backbone import MissingWeights
 from .cells import run_cells
 from .registry import ScoreConfig, ScoringContext, SetScoreRow, scorer_registry
+from .run_settings import remember, settle
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ScoreReport:
     skipped: list[str] = field(default_factory=list)  # one line per skipped scorer
     timings: dict[str, float] = field(default_factory=dict)  # metric -> seconds
     seconds: float = 0.0
+    settings: str | None = None  # the line naming settings taken from the run's last scoring
 
 
 def _selected(metrics: tuple[str, ...] | None) -> list:
@@ -76,8 +78,9 @@ def score_run(store, run: str, config: ScoreConfig = ScoreConfig()) -> ScoreRepo
     started = time.time()
     if store.db.execute("SELECT count(*) FROM runs WHERE name = ?", [run]).fetchone()[0] == 0:
         raise InputError(f"no run named {run!r} in the store")
+    config, settings_line = settle(store.db, run, config)
     cells = run_cells(store, run)
-    report = ScoreReport()
+    report = ScoreReport(settings=settings_line)
     ctx = ScoringContext(store, run, cells, config)
     for scorer in _selected(config.metrics):
         scorer_started = time.time()
@@ -104,5 +107,7 @@ def score_run(store, run: str, config: ScoreConfig = ScoreConfig()) -> ScoreRepo
             continue
         report.computed[scorer.name] = len(rows)
         report.timings[scorer.name] = time.time() - scorer_started
+    with store.transaction() as db:
+        remember(db, run, config)
     report.seconds = time.time() - started
     return report

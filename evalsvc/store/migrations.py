@@ -221,4 +221,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0009_run_scoring",
+        """
+        CREATE TABLE run_scoring (
+            run TEXT PRIMARY KEY,
+            backbone_model TEXT NOT NULL,
+            backbone_weights TEXT NOT NULL,
+            reference TEXT,
+            trigger TEXT,
+            updated_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
