@@ -323,6 +323,8 @@ def cmd_regress(args) -> int:
         reports = render_all(result, store.layout.images)
         with store.transaction() as db:
             verdict_id = record_verdict(db, result, reports)
+    if result.scoring_note:
+        print(result.scoring_note)
     for line in result.evaluation.lines():
         print(f"FAIL {line}")
     if args.report is not None:

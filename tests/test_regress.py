@@ -67,6 +67,17 @@ def test_a_checkpoint_against_itself_passes(demo_store, tmp_path, capsys):
     assert "pass: candidate purple-000006.safetensors" in capsys.readouterr().out
 
 
+def test_without_scoring_options_it_scores_as_the_baselines_run_did(demo_store, tmp_path, capsys):
+    args = ["regress", "--store", str(demo_store), "--baseline", "purple:5", "--candidate", "purple:6", "--suite",
+            "toyworld", "--seeds", "1,2", "--cfg", "5", "--steps", "20", "--sampler", "euler", "--no-progress",
+            "--report", str(tmp_path / "r.json")]
+    assert main(args) in (0, 1)
+    out = capsys.readouterr().out
+    assert "scoring with its last settings: backbone ToyCLIP-ViT-T8, reference " in out and "purple-data" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert _result(report, "clip_t")["n"] == 30  # scored with the toy CLIP, not skipped for missing ViT-L/14
+
+
 def test_the_overcooked_lora_fails_on_the_metrics_the_oracle_says_got_worse(demo_store, tmp_path, capsys):
     code, report = _regress(demo_store, tmp_path, "purple:6", "purple-overcooked-000004.safetensors", DAMAGE_GATES)
     out = capsys.readouterr().out

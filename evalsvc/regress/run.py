@@ -42,6 +42,7 @@ class RegressResult:
     sampled_now: int
     tags: dict[str, tuple[str, ...]]  # prompt id -> its tags and role (the slices)
     images: dict[str, dict[tuple[str, int, float], str]]  # "baseline"/"candidate" -> cell -> image path
+    scoring_note: str | None = None  # the scoring settings taken from the baseline's run, when any were
 
     @property
     def exit_code(self) -> int:
@@ -104,6 +105,7 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     """Sample, score and gate `request.candidate` against `request.baseline` (see the module docstring)."""
     from ..catalog import compose_run
     from ..sampling.runner import sample_run
+    from ..scoring.run_settings import inherit
     from ..scoring.runner import score_run
     from ..suites import load_suite
     from .gates import default_gates, evaluate_gates, load_gates
@@ -126,7 +128,9 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     if report.failed:
         raise InputError(f"{report.failed} cells of the regression grid could not be sampled: "
                          + "; ".join(f"{p}: {r}" for p, r in report.failures[:3]))
-    score_run(store, run, score_config)
+    with store.transaction() as db:
+        inherit(db, run, baseline.sha256)
+    scoring = score_run(store, run, score_config)
     shas = (baseline.sha256, candidate.sha256)
     base_scores, cand_scores = _paired_scores(store, run, known, shas)
     if not cand_scores:
@@ -135,4 +139,4 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     cells = max(len(v) for v in cand_scores.values())
     cfgs = tuple(sorted({k[1][1] for v in cand_scores.values() for k in v}))
     return RegressResult(run, baseline, candidate, suite.name, suite.content_hash, cfgs, evaluation, cells,
-                         report.sampled, tags, _images(store, run, shas))
+                         report.sampled, tags, _images(store, run, shas), scoring.settings)

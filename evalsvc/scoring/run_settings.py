@@ -62,3 +62,13 @@ def remember(db, run: str, config: ScoreConfig) -> None:
     db.execute("INSERT OR REPLACE INTO run_scoring (run, backbone_model, backbone_weights, reference, trigger, "
                "updated_at) VALUES (?, ?, ?, ?, ?, current_timestamp)",
                [run, config.backbone.model, config.backbone.pretrained, reference, config.trigger])
+
+
+def inherit(db, run: str, checkpoint: str) -> None:
+    """Give `run`, when it has no scoring settings yet, those of the run `checkpoint` (a sha256) was last scored
+    in: a regression run scores like the released checkpoint's own run did."""
+    if db.execute("SELECT count(*) FROM run_scoring WHERE run = ?", [run]).fetchone()[0]:
+        return
+    db.execute("INSERT INTO run_scoring SELECT ?, s.backbone_model, s.backbone_weights, s.reference, s.trigger, "
+               "current_timestamp FROM run_scoring s JOIN run_checkpoints rc ON rc.run = s.run "
+               "WHERE rc.sha256 = ? AND s.run <> ? ORDER BY s.updated_at DESC LIMIT 1", [run, checkpoint, run])
