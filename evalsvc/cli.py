@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--suite",
                    help="suite name from prompts/, or a suite .toml, kohya sample_prompts.txt/.toml/.json, OneTrainer "
-                        "samples.json; without it, the cells already queued for the run (e.g. by `evalsvc train`)")
+                        "samples.json, or a training folder (its captions: the memorisation probe); without it, the cells "
+                        "already queued for the run (e.g. by `evalsvc train`)")
     add_grid_arguments(p)
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, help="grid cells per UNet batch (default 32 on a GPU, 24 on a CPU)")

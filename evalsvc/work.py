@@ -83,6 +83,7 @@ def _sample_suite(store, args, out: Outcome):
     suite = load_suite(args.suite)
     report = sample_run(store, args.run, suite, grid_options(args), _runner_config(args))
     rate = report.sampled / report.seconds if report.seconds else 0.0
+    out.lines.extend(f"suite {suite.name!r}: {note}" for note in suite.notes)
     out.lines.append(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} "
                      f"now ({rate:.2f} img/s), {report.failed} failed; images in {store.layout.images}")
     out.errors.extend(f"failed {path}: {reason}" for path, reason in report.failures)

@@ -173,3 +173,31 @@ def test_native_size_reads_the_vae_downscale_from_its_config(folder, side, sd15_
     vae = json.loads((Path(path) / "vae" / "config.json").read_text())
     unet = json.loads((Path(path) / "unet" / "config.json").read_text())
     assert native_size(row) == side == unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def test_a_training_folder_is_the_memorisation_probe(tmp_path, sd15_dir, capsys):
+    """`--suite FOLDER` samples the folder's captions; scored against the same folder, each image gets its
+    nearest training image and the near-copy verdict."""
+    from trainer.toyworld.world import write_dataset
+
+    data = write_dataset(tmp_path / "data", 3, seed=1, colours=("purple",), repeats=2)
+    (data / "2_toyworld" / "00002.txt").unlink()  # kohya captions it with the folder's name
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir)]) == 0
+    assert main(["sample", "--store", str(store), "--run", "r", "--suite", str(data), "--seeds", "1,2", "--steps", "2",
+                 "--size", "64x64", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "suite 'captions-data': 1 image(s) without a caption use the folder name 'toyworld'" in out
+    captions = sorted({p.read_text().strip() for p in data.rglob("*.txt")} | {"toyworld"})
+    rows = _samples(store)
+    assert sorted({r[1] for r in rows}) == captions and len(rows) == 3 * 2
+    assert main(["score", "--store", str(store), "--run", "r", "--backbone", "toy", "--reference", str(data),
+                 "--metrics", "nearest_train,memorised", "--no-progress"]) == 0
+    from evalsvc.store import open_store
+
+    with open_store(store, read_only=True) as s:
+        scored = dict(s.db.execute("SELECT metric, count(*) FROM scores GROUP BY metric").fetchall())
+        nearest = {n for n, in s.db.execute("SELECT DISTINCT details->>'nearest' FROM scores "
+                                            "WHERE metric = 'nearest_train'").fetchall()}
+    assert scored == {"nearest_train": 6, "memorised": 6}
+    assert nearest <= {"00000.png", "00001.png", "00002.png"}

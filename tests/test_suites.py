@@ -426,3 +426,51 @@ def test_load_suite_missing_file(tmp_path):
 def test_load_suite_unsupported_extension(tmp_path):
     with pytest.raises(SuiteError, match=r"s\.yaml: unsupported suite file type"):
         load_suite(str(write(tmp_path, "s.yaml", "x: 1\n")))
+
+
+# --- a training folder's captions (the memorisation probe) --------------------------------------
+
+
+def _image(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+
+
+def test_training_folder_gives_its_distinct_captions_as_reference_prompts(tmp_path):
+    data = tmp_path / "data"
+    (data / "5_sks dog").mkdir(parents=True)
+    for stem, caption in (("a", "a dog on grass\nignored second line"), ("b", "a dog on grass"), ("c", "sks, a cat")):
+        _image(data / f"{stem}.png")
+        write(data, f"{stem}.txt", caption)
+    _image(data / "5_sks dog" / "d.png")  # no caption file: kohya captions it with the folder's name
+    _image(data / "e.png")  # no caption, top folder: the empty caption, which is no prompt
+    suite = load_suite(str(data))
+    assert [p.text for p in suite.prompts] == ["a dog on grass", "sks dog", "sks, a cat"]
+    assert {p.role for p in suite.prompts} == {"reference"}
+    assert suite.name == "captions-data" and suite.source == str(data)
+    assert any("'sks dog'" in note for note in suite.notes)
+    assert any("only the first is used" in note for note in suite.notes)
+    # the same folder gives the same suite; the notes do not count towards its identity
+    assert load_suite(str(data)).content_hash == suite.content_hash
+    assert Suite(suite.name, suite.prompts).content_hash == suite.content_hash
+
+
+def test_training_folder_with_many_captions_is_probed_evenly(tmp_path):
+    from evalsvc.suites.training_captions import suite_from_training_folder
+
+    for i in range(10):
+        _image(tmp_path / f"{i}.png")
+        write(tmp_path, f"{i}.txt", f"caption {i}")
+    suite = suite_from_training_folder(tmp_path, max_prompts=4)
+    assert [p.text for p in suite.prompts] == ["caption 0", "caption 2", "caption 5", "caption 7"]
+    assert "10 distinct captions: probing an evenly spaced 4 of them" in suite.notes
+
+
+def test_training_folder_without_captions_is_refused(tmp_path):
+    _image(tmp_path / "a.png")
+    with pytest.raises(SuiteError, match=rf"^{re.escape(str(tmp_path))}: no captioned images .*1 usable image"):
+        load_suite(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SuiteError, match=r"empty: no captioned images .*0 usable image"):
+        load_suite(str(tmp_path / "empty"))

@@ -85,9 +85,11 @@ class Suite:
     prompts: tuple[PromptSpec, ...]
     source: str = ""
     description: str = ""
+    notes: tuple[str, ...] = ()  # what loading left out or guessed, for the user; not part of the content
 
     def __post_init__(self):
         where = self.source or self.name
+        object.__setattr__(self, "notes", tuple(self.notes))
         if not isinstance(self.name, str) or not self.name.strip() or "\n" in self.name:
             raise SuiteError(f"{where}: suite name must be a non-empty one-line string, got {self.name!r}")
         if not isinstance(self.description, str):

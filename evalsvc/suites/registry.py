@@ -7,6 +7,7 @@ from pathlib import Path
 
 from evalsvc.errors import SuiteError
 from evalsvc.suites import kohya, onetrainer, toml_suite
+from evalsvc.suites.training_captions import suite_from_training_folder
 from evalsvc.suites.model import Suite, read_json, read_toml
 
 EXTENSIONS = (".toml", ".txt", ".json")
@@ -58,10 +59,13 @@ def list_suites(dirs: list[str | Path] | None = None) -> list[Suite]:
 
 
 def load_suite(ref: str, dirs: list[str | Path] | None = None) -> Suite:
-    """A suite by file path, else by name (or file stem) in `dirs` (default: `builtin_suite_dirs()`)."""
+    """A suite by file path, a training folder's captions (the memorisation probe), else by name (or file
+    stem) in `dirs` (default: `builtin_suite_dirs()`)."""
     path = Path(ref)
     if path.is_file():
         return load_suite_file(path)
+    if path.is_dir():
+        return suite_from_training_folder(path)
     if path.exists():
         raise SuiteError(f"{ref}: not a file")
     if "/" in ref or os.sep in ref or path.suffix.lower() in EXTENSIONS:
