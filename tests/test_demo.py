@@ -108,7 +108,8 @@ def test_full_demo_flags_the_overcooked_lora_and_ranks_the_variants_as_the_oracl
 
 @pytest.mark.xfail(strict=True, reason="the toy world's 'memorised' LoRA (3 images, 60 epochs) does not copy its "
                    "training images: its nearest-training-image similarity stays below the training set's own "
-                   "near-duplicate level, so the memorisation flag rightly stays off; see issue 4's note")
+                   "near-duplicate level, even when prompted with its own training captions, so the memorisation "
+                   "flag rightly stays off; see README 'Known limits' and issue 4's notes")
 def test_full_demo_flags_the_memorised_lora(full_demo):
     from evalsvc.demo import DEMO_RUN
     from evalsvc.demo_variants import MEMORISED
