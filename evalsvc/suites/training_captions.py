@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalsvc.errors import SuiteError
+from evalsvc.errors import InputError, SuiteError
 from evalsvc.suites.model import Suite, make_prompt
 
 MAX_PROMPTS = 64
@@ -23,8 +23,7 @@ MAX_PROMPTS = 64
 
 def suite_from_training_folder(folder: str | Path, max_prompts: int = MAX_PROMPTS) -> Suite:
     """The suite of `folder`'s distinct captions; its `notes` say what was left out or guessed."""
-    from evalsvc.errors import InputError
-    from trainer.dataset import scan_folder
+    from trainer.dataset import scan_folder  # imports torch: only when a folder is given
 
     folder = Path(folder)
     try:
