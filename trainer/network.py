@@ -24,16 +24,20 @@ def text_components(pipe) -> list[str]:
 
 
 def add_lora(pipe, rank: int, alpha: float, dropout: float, train_text_encoder: bool) -> dict[str, list]:
-    """Attach trainable LoRA adapters; returns the trainable parameters per component."""
-    from peft import LoraConfig
+    """Attach trainable LoRA adapters; returns the trainable parameters per component.
+
+    Through PEFT's own `inject_adapter_in_model`, not transformers'/diffusers' `add_adapter`: those wrap
+    the same call in version gates of their own (transformers 5.24 refuses peft < 0.22).
+    """
+    from peft import LoraConfig, inject_adapter_in_model
 
     components = ["unet"] + (text_components(pipe) if train_text_encoder else [])
     params = {}
     for component in components:
         model = getattr(pipe, component)
         targets = UNET_TARGETS if component == "unet" else TEXT_TARGETS
-        model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                                     init_lora_weights="gaussian", target_modules=targets))
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                                           init_lora_weights="gaussian", target_modules=targets), model)
         params[component] = [p for n, p in model.named_parameters() if "lora_" in n]
         for p in params[component]:
             p.requires_grad_(True)
