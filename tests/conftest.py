@@ -12,6 +12,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from evalsvc.toy.cpu_kernels import pin_cpu_kernels  # noqa: E402
+
+pin_cpu_kernels()  # before torch is imported: the same figures on every x86-64 CI machine
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
