@@ -382,8 +382,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import DoctorConfig, diagnose, render
+    from .lockfile import source_lock
+    from .scoring.backbone import BackboneSpec
+
+    lock = args.lock if args.lock is not None else source_lock()
+    report = diagnose(DoctorConfig(lock=lock, backbone=BackboneSpec.parse(args.backbone, args.clip_weights),
+                                   aesthetic=args.aesthetic_weights, pickscore=args.pickscore_weights,
+                                   allow_pickle=args.allow_pickle))
+    print(render(report))
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="evalsvc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"evalsvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="create or upgrade a store")
@@ -504,6 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="threads running queued sampling and scoring jobs (default 1)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("doctor", help="versions of Python and the libraries against the lock, the GPU torch sees, and "
+                                      "which scorer weights are here (exit 1 with one line per problem)")
+    p.add_argument("--lock", type=Path, help="lock to compare with (default: requirements.lock of the source tree)")
+    p.add_argument("--backbone", help="also check this open_clip MODEL or MODEL:TAG")
+    p.add_argument("--clip-weights", help="a local weights file for --backbone")
+    p.add_argument("--aesthetic-weights", type=Path, help="check this LAION aesthetic v2 head")
+    p.add_argument("--pickscore-weights", type=Path, help="check this PickScore v1 folder")
+    p.add_argument("--allow-pickle", action="store_true", help="read a .pth aesthetic head (weights_only=True)")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("demo", help="on the toy world: train a LoRA teaching a held-out concept, sample and score "
                                     "every epoch, then open the app on the run")
     _store_arg(p)
@@ -527,6 +553,10 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .toy.cpu_kernels import pin_cpu_kernels
+
+        pin_cpu_kernels()  # the demo's figures on any x86-64 CPU (torch reads this when first imported)
     if args.command in ("add", "sample", "watch", "train", "demo", "serve", "regress"):
         _quiet_libraries()
     try:

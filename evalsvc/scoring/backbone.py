@@ -100,9 +100,14 @@ def require_weights(spec: BackboneSpec) -> str:
     if found is None:
         raise MissingWeights(
             f"CLIP weights {spec.model} ({spec.pretrained}) are not in the model cache; on a machine with "
-            f"internet run: python -c \"import open_clip; open_clip.create_model_and_transforms("
-            f"'{spec.model}', pretrained='{spec.pretrained}')\", or pass --backbone MODEL --clip-weights FILE")
+            f"internet run: {fetch_command(spec)}, or pass --backbone MODEL --clip-weights FILE")
     return found
+
+
+def fetch_command(spec: BackboneSpec) -> str:
+    """The shell command that puts a pretrained tag's weights into the model cache."""
+    return (f"python -c \"import open_clip; open_clip.create_model_and_transforms('{spec.model}', "
+            f"pretrained='{spec.pretrained}')\"")
 
 
 class ClipBackbone:

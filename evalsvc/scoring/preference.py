@@ -23,6 +23,10 @@ from .backbone import MissingWeights, file_sha256
 from .registry import Scorer, ScoreRow
 
 AESTHETIC_LAYERS = ("layers.0", "layers.2", "layers.4", "layers.6", "layers.7")  # the Linear layers, in order
+AESTHETIC_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+                 "sac+logos+ava1-l14-linearMSE.pth")
+AESTHETIC_FETCH = (f"curl -L -o sac+logos+ava1-l14-linearMSE.pth '{AESTHETIC_URL}', then pass --aesthetic-weights "
+                   "FILE --allow-pickle")
 PICKSCORE_REPO = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
@@ -76,8 +80,7 @@ class Aesthetic(Scorer):
 
     def skip_reason(self, ctx):
         if ctx.config.preference.aesthetic is None:
-            return (f"{self.name} skipped: no aesthetic head given; download sac+logos+ava1-l14-linearMSE.pth from "
-                    "github.com/christophschuhmann/improved-aesthetic-predictor and pass --aesthetic-weights FILE")
+            return f"{self.name} skipped: no aesthetic head given; {AESTHETIC_FETCH}"
         return None
 
     def stored_version(self, ctx):
@@ -96,13 +99,33 @@ class Aesthetic(Scorer):
         return [ScoreRow(c.key, float(r), {"backbone": ctx.backbone.id}) for c, r in zip(cells, ratings)]
 
 
-def _cached_snapshot(repo: str) -> Path | None:
+def cached_snapshot(repo: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo, local_files_only=True))
     except Exception:  # noqa: BLE001 - any miss (not cached, offline, partial) means "not available"
         return None
+
+
+def hub_download_command(repo: str) -> str:
+    """The shell command that puts a Hugging Face repository into the model cache."""
+    return f"hf download {repo}"
+
+
+def pickscore_folder(given: Path | None) -> Path | None:
+    """The PickScore model folder: the one given, else the cached snapshot (None when not cached)."""
+    return Path(given) if given is not None else cached_snapshot(PICKSCORE_REPO)
+
+
+def pickscore_missing(given: Path | None) -> str | None:
+    """Why PickScore cannot run here and how to fetch it, or None when its weights are present."""
+    folder = pickscore_folder(given)
+    if folder is not None and (folder / "config.json").exists():
+        return None
+    where = f"{folder} has no config.json" if folder is not None else "it is not in the model cache"
+    return (f"{where}; run `{hub_download_command(PICKSCORE_REPO)}` on a connected machine "
+            "or pass --pickscore-weights DIR")
 
 
 def _pickscore_model(folder: str, device: str):
@@ -113,10 +136,10 @@ def _pickscore_model(folder: str, device: str):
     if has_processor and (model_dir / "tokenizer_config.json").exists():
         processor_dir = model_dir
     else:
-        processor_dir = _cached_snapshot(PICKSCORE_PROCESSOR_REPO)
+        processor_dir = cached_snapshot(PICKSCORE_PROCESSOR_REPO)
         if processor_dir is None:
             raise MissingWeights(f"the PickScore processor ({PICKSCORE_PROCESSOR_REPO}) is not in the model cache; "
-                                 f"run `huggingface-cli download {PICKSCORE_PROCESSOR_REPO}` on a connected machine")
+                                 f"run `{hub_download_command(PICKSCORE_PROCESSOR_REPO)}` on a connected machine")
     processor = AutoProcessor.from_pretrained(processor_dir, local_files_only=True)
     model = CLIPModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
     return processor, model
@@ -130,16 +153,11 @@ class PickScore(Scorer):
     description = "PickScore v1: human-preference score of the image for its prompt (logit scale x cosine)"
 
     def _folder(self, ctx) -> Path | None:
-        given = ctx.config.preference.pickscore
-        return Path(given) if given is not None else _cached_snapshot(PICKSCORE_REPO)
+        return pickscore_folder(ctx.config.preference.pickscore)
 
     def skip_reason(self, ctx):
-        folder = self._folder(ctx)
-        if folder is None or not (folder / "config.json").exists():
-            where = f"{folder} has no config.json" if folder is not None else "it is not in the model cache"
-            return (f"{self.name} skipped: {where}; run `huggingface-cli download {PICKSCORE_REPO}` on a connected "
-                    "machine or pass --pickscore-weights DIR")
-        return None
+        missing = pickscore_missing(ctx.config.preference.pickscore)
+        return f"{self.name} skipped: {missing}" if missing else None
 
     def stored_version(self, ctx):
         folder = self._folder(ctx)
