@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .errors import EvalsvcError
-from .lockfile import locked_versions, mismatches, read_lock
+from .lockfile import Pin, locked_versions, mismatches, read_lock
 
 if TYPE_CHECKING:
     from .scoring.backbone import BackboneSpec
@@ -120,25 +120,24 @@ def check_packages(locked: dict[str, str] | None) -> list[Finding]:
             rows.append(Finding(distribution, version, expected, "import fails",
                                 f"{distribution} {version} does not import: {first}"))
             continue
-        found = version
         allowed = ranges.get(name)
         if allowed is not None and allowed.specifier and not allowed.specifier.contains(version, prereleases=True):
-            rows.append(Finding(distribution, found, expected, "outside range",
+            rows.append(Finding(distribution, version, expected, "outside range",
                                 f"{distribution} {version} is outside evalsvc's range {allowed.specifier} "
                                 "(pyproject.toml): a known-broken or untested combination"))
         elif expected and Version(version) != Version(expected):
-            rows.append(Finding(distribution, found, expected, "differs from the lock",
+            rows.append(Finding(distribution, version, expected, "differs from the lock",
                                 f"{distribution} {version} is installed; the lock has {expected}"))
         else:
-            rows.append(Finding(distribution, found, expected, "ok" if expected or locked is None else "not locked"))
+            rows.append(Finding(distribution, version, expected, "ok" if expected or locked is None else "not locked"))
         if module == "torch":
             rows.append(Finding("  accelerator", _accelerator(imported), status="-"))
     return rows
 
 
-def check_lock(lock: Path) -> tuple[list[str], str]:
-    """Problem lines for every other locked package installed at another version, and a summary line."""
-    pins = read_lock(lock)
+def check_lock(pins: list[Pin], lock: Path) -> tuple[list[str], str]:
+    """A problem line for each locked package outside the table installed at another version (the table
+    shows its own), and a summary line."""
     shown = {canonicalize_name(d) for d, _ in LIBRARIES}
     differing = mismatches(pins)
     applicable = len(locked_versions(pins))
@@ -203,8 +202,9 @@ def diagnose(config: DoctorConfig) -> Report:
         note = "no lock: evalsvc is not installed from its source tree, so versions are not compared with one"
     else:
         try:
-            locked = locked_versions(read_lock(config.lock))
-            lock_problems, note = check_lock(config.lock)
+            pins = read_lock(config.lock)
+            locked = locked_versions(pins)
+            lock_problems, note = check_lock(pins, config.lock)
         except EvalsvcError as exc:
             lock_problems, note = [str(exc)], f"lock {config.lock}: unreadable"
     return Report(check_packages(locked), check_weights(config), note, lock_problems)
