@@ -8,11 +8,12 @@ from evalsvc.lockfile import read_lock  # noqa: E402
 
 
 def versions(path: str) -> dict[str, str]:
-    """`{name: versions}`; a package pinned per Python version shows each pin with its marker."""
-    out: dict[str, list[str]] = {}
+    """`{name: versions}`; a package pinned once per Python version or platform shows each pin's marker."""
+    out: dict[str, list] = {}
     for pin in read_lock(Path(path)):
-        out.setdefault(pin.name, []).append(pin.version + (f" ({pin.marker})" if pin.marker else ""))
-    return {name: ", ".join(pins) for name, pins in out.items()}
+        out.setdefault(pin.name, []).append(pin)
+    return {name: pins[0].version if len(pins) == 1 else ", ".join(f"{p.version} ({p.marker})" for p in pins)
+            for name, pins in out.items()}
 
 
 def main(old_path: str, new_path: str) -> int:
