@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
 
 from .errors import EvalsvcError
-from .lockfile import Pin, locked_versions, mismatches, read_lock
+from .lockfile import Mismatch, locked_versions, mismatches, read_lock
 
 if TYPE_CHECKING:
     from .scoring.backbone import BackboneSpec
@@ -97,8 +96,9 @@ def _accelerator(torch) -> str:
     return f"none ({build}, no GPU visible): the CPU"
 
 
-def check_packages(locked: dict[str, str] | None) -> list[Finding]:
-    """Python and each library of LIBRARIES against evalsvc's ranges and the lock (None: no lock)."""
+def check_packages(locked: dict[str, str] | None, differing: set[str]) -> list[Finding]:
+    """Python and each library of LIBRARIES against evalsvc's ranges and the lock (None: no lock); `differing`
+    names the locked packages installed at another version."""
     ranges = _requirements()
     python = ".".join(map(str, sys.version_info[:3]))
     rows = [Finding("Python", f"{python} ({platform.machine()}, {sys.platform})", ">= 3.11",
@@ -125,7 +125,7 @@ def check_packages(locked: dict[str, str] | None) -> list[Finding]:
             rows.append(Finding(distribution, version, expected, "outside range",
                                 f"{distribution} {version} is outside evalsvc's range {allowed.specifier} "
                                 "(pyproject.toml): a known-broken or untested combination"))
-        elif expected and Version(version) != Version(expected):
+        elif name in differing:
             rows.append(Finding(distribution, version, expected, "differs from the lock",
                                 f"{distribution} {version} is installed; the lock has {expected}"))
         else:
@@ -135,14 +135,10 @@ def check_packages(locked: dict[str, str] | None) -> list[Finding]:
     return rows
 
 
-def check_lock(pins: list[Pin], lock: Path) -> tuple[list[str], str]:
-    """A problem line for each locked package outside the table installed at another version (the table
-    shows its own), and a summary line."""
+def lock_problems(differing: list[Mismatch]) -> list[str]:
+    """A problem line for each differing locked package outside the table (the table shows its own)."""
     shown = {canonicalize_name(d) for d, _ in LIBRARIES}
-    differing = mismatches(pins)
-    applicable = len(locked_versions(pins))
-    summary = f"lock {lock}: {applicable - len(differing)} of {applicable} locked packages as locked"
-    return [m.describe() for m in differing if m.name not in shown], summary
+    return [m.describe() for m in differing if m.name not in shown]
 
 
 def _backbone_finding(label: str, spec: BackboneSpec) -> Finding:
@@ -197,17 +193,20 @@ def check_weights(config: DoctorConfig) -> list[Finding]:
 
 def diagnose(config: DoctorConfig) -> Report:
     """Every check of `config`; `render` shows the result."""
-    locked, lock_problems = None, []
+    locked, differing, problems = None, [], []
     if config.lock is None:
         note = "no lock: evalsvc is not installed from its source tree, so versions are not compared with one"
     else:
         try:
             pins = read_lock(config.lock)
-            locked = locked_versions(pins)
-            lock_problems, note = check_lock(pins, config.lock)
         except EvalsvcError as exc:
-            lock_problems, note = [str(exc)], f"lock {config.lock}: unreadable"
-    return Report(check_packages(locked), check_weights(config), note, lock_problems)
+            problems, note = [str(exc)], f"lock {config.lock}: unreadable"
+        else:
+            locked, differing = locked_versions(pins), mismatches(pins)
+            problems = lock_problems(differing)
+            note = f"lock {config.lock}: {len(locked) - len(differing)} of {len(locked)} locked packages as locked"
+    packages = check_packages(locked, {m.name for m in differing})
+    return Report(packages, check_weights(config), note, problems)
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

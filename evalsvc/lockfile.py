@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -29,7 +30,7 @@ class Pin:
     marker: str | None = None
 
     def applies(self) -> bool:
-        return self.marker is None or Requirement(f"{self.name}; {self.marker}").marker.evaluate()
+        return self.marker is None or Marker(self.marker).evaluate()
 
 
 @dataclass(frozen=True)
