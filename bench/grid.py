@@ -400,8 +400,8 @@ def _engine_run(fx: Fixture, config: BenchConfig, store_dir: Path, loras, texts,
     from evalsvc.sampling.runner import RunnerConfig, sample_run
     from evalsvc.store import open_store
 
-    options = GridOptions(seeds=tuple(seeds), cfgs=tuple(cfgs), steps=steps, sampler="euler",
-                          size=(fx.side, fx.side), precision=config.precision)
+    options = GridOptions(seeds=tuple(seeds), cfgs=tuple(cfgs), steps=(steps,), samplers=("euler",),
+                          sizes=((fx.side, fx.side),), precision=config.precision, max_cells=10**9)
     runner = RunnerConfig(device=config.device, batch_size=config.batch_size, progress=False)
     with open_store(store_dir) as store:
         added = add_checkpoints(store, list(loras), RUN, base=fx.base_dir)

@@ -82,6 +82,7 @@ def _image_bytes(i: int, size: int) -> bytes:
 
 def build_store(root: Path, shape: Shape) -> int:
     """A store with one run of `shape.images` sampled cells; returns the bytes of its image files."""
+    from evalsvc.setting import Setting
     from evalsvc.store import open_store
     from evalsvc.store.bulk import insert_rows
 
@@ -92,6 +93,7 @@ def build_store(root: Path, shape: Shape) -> int:
     suite = sha("suite")
     prompts = [(f"p{p:03d}", p, f"a bench prompt number {p}") for p in range(shape.prompts)]
     work, cells, samples, total = [], [], [], 0
+    setting = Setting(cfg=7.0, steps=20, sampler="euler", size=(shape.size, shape.size), base=checkpoints[0][0]).key
     with open_store(root) as store:
         images = store.layout.images
         i = 0
@@ -107,7 +109,7 @@ def build_store(root: Path, shape: Shape) -> int:
                     total += len(data)
                     work.append([key, ckpt, checkpoints[0][0], text, "", seed, 7.0, 20, "euler", shape.size, shape.size,
                                  1.0, 1, "float32", "done"])
-                    cells.append([RUN, suite, prompt_id, key])
+                    cells.append([RUN, suite, prompt_id, key, setting])
                     samples.append([key, rel, digest, f"bench image {i}", 0.1])
                     i += 1
         with store.transaction() as db:
@@ -122,7 +124,7 @@ def build_store(root: Path, shape: Shape) -> int:
             columns = ["key", "checkpoint", "base", "prompt", "negative", "seed", "cfg", "steps", "sampler", "width",
                        "height", "lora_scale", "clip_skip", "precision", "state"]
             insert_rows(db, "work", columns, work)
-            insert_rows(db, "grid_cells", ["run", "suite_hash", "prompt_id", "key"], cells)
+            insert_rows(db, "grid_cells", ["run", "suite_hash", "prompt_id", "key", "setting"], cells)
             insert_rows(db, "samples", ["key", "image_path", "image_sha256", "infotext", "seconds"], samples)
     return total
 

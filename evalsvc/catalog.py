@@ -13,6 +13,7 @@ from pathlib import Path
 from .checkpoints import CheckpointInfo, inspect_checkpoint
 from .checkpoints.detect import A1111Hashes
 from .errors import CheckpointError, InputError
+from .setting import StackedLora
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -91,6 +92,17 @@ def run_base(db, run: str) -> CheckpointRow | None:
     return CheckpointRow(**{**base.__dict__, "role": "base"}) if base else None
 
 
+def run_bases(db, run: str) -> list[CheckpointRow]:
+    """The run's base models: the one its LoRAs were trained on first, then the others (portability) by name."""
+    first = run_base(db, run)
+    rows = db.execute(
+        f"SELECT {', '.join('c.' + c.strip() for c in _COLUMNS.split(','))} FROM run_checkpoints rc "
+        "JOIN checkpoints c ON c.sha256 = rc.sha256 WHERE rc.run = ? AND rc.role = 'base' ORDER BY c.file_name",
+        [run]).fetchall()
+    others = [_row(r, role="base") for r in rows if first is None or r[0] != first.sha256]
+    return ([first] if first else []) + others
+
+
 def run_checkpoints(db, run: str) -> list[CheckpointRow]:
     """The run's checkpoints: its base first, then the rest by EMA flag, epoch, step and name."""
     rows = db.execute(
@@ -127,31 +139,41 @@ def _link(db, run: str, sha256: str, role: str) -> None:
 
 
 def _ensure_run(db, run: str, base: CheckpointInfo | None) -> None:
+    """The run exists, with `base` (the first --base: the one its LoRAs were trained on) as its base."""
     row = db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [run]).fetchone()
     if row is None:
         db.execute("INSERT INTO runs (name, base_sha256) VALUES (?, ?)", [run, base.sha256 if base else None])
     elif base is not None and row[0] not in (None, base.sha256):
-        raise InputError(f"run {run!r} already has another base model ({row[0][:12]}); use a new run name")
+        name = db.execute("SELECT file_name FROM checkpoints WHERE sha256 = ?", [row[0]]).fetchone()
+        raise InputError(f"run {run!r} was trained on the base {name[0] if name else row[0][:12]}; name it first "
+                         f"to add other bases (--base {name[0] if name else 'FIRST'} --base OTHER), or use a new "
+                         "run name")
     elif base is not None and row[0] is None:
         db.execute("UPDATE runs SET base_sha256 = ? WHERE name = ?", [base.sha256, run])
 
 
-def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | None = None, ema: bool | None = None,
-                    allow_pickle: bool = False, config: Path | None = None) -> AddReport:
-    """Register checkpoint files and folders under `run`; bad files are refused one by one."""
+def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | list[Path] | None = None,
+                    ema: bool | None = None, allow_pickle: bool = False, config: Path | None = None) -> AddReport:
+    """Register checkpoint files and folders under `run`; bad files are refused one by one.
+
+    `base` is one base model or several: the first is the one the run's LoRAs were trained on, the others are
+    bases every LoRA of the run is also sampled on (portability)."""
     if not run or not run.strip():
         raise InputError("--run needs a non-empty name")
     report = AddReport()
-    base_info = None
-    if base is not None:
-        base_info = inspect_checkpoint(base, allow_pickle=allow_pickle)
-        if base_info.kind not in ("full", "diffusers"):
-            raise CheckpointError(base, f"a base model must be a full checkpoint or a diffusers folder, not {base_info.kind}")
+    bases = [] if base is None else ([base] if isinstance(base, (str, Path)) else list(base))
+    infos = []
+    for path in bases:
+        info = inspect_checkpoint(path, allow_pickle=allow_pickle)
+        if info.kind not in ("full", "diffusers"):
+            raise CheckpointError(path, f"a base model must be a full checkpoint or a diffusers folder, not {info.kind}")
+        if info.sha256 not in {i.sha256 for i in infos}:
+            infos.append(info)
     with store.transaction() as db:
-        _ensure_run(db, run, base_info)
-        if base_info is not None:
-            (report.added if _insert(db, base_info, str(config) if config else None) else report.known).append(base_info)
-            _link(db, run, base_info.sha256, "base")
+        _ensure_run(db, run, infos[0] if infos else None)
+        for info in infos:
+            (report.added if _insert(db, info, str(config) if config else None) else report.known).append(info)
+            _link(db, run, info.sha256, "base")
     base_row = run_base(store.db, run)
     for path in paths:
         for candidate in iter_checkpoint_paths(Path(path)):
@@ -167,6 +189,22 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | None = N
                 (report.added if _insert(db, info, None) else report.known).append(info)
                 _link(db, run, info.sha256, "candidate")
     return report
+
+
+def register_stack(store, files, allow_pickle: bool = False) -> tuple[StackedLora, ...]:
+    """Register the companion LoRAs of `--with-lora FILE[:SCALE]` ((path, strength) pairs) in the catalog (not in a
+    run: they are part of every cell's setting) and return the stack."""
+    stack = []
+    for path, strength in files:
+        info = inspect_checkpoint(Path(path), allow_pickle=allow_pickle)
+        if info.kind != "lora":
+            raise CheckpointError(path, f"--with-lora takes LoRA files; this is a {info.kind} checkpoint")
+        with store.transaction() as db:
+            _insert(db, info, None)
+        if info.sha256 in {s.sha256 for s in stack}:
+            raise InputError(f"--with-lora {path}: the same LoRA is given twice")
+        stack.append(StackedLora(info.sha256, float(strength)))
+    return tuple(stack)
 
 
 def compose_run(store, run: str, base_sha256: str | None, candidates: list[str]) -> None:

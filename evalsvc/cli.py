@@ -11,26 +11,47 @@ from pathlib import Path
 from .errors import EvalsvcError, InputError
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _list(kind: str, convert):
+    """An argparse type for comma lists that names the element it cannot read (`--steps 20,x`)."""
+    def parse(text: str) -> tuple:
+        values = []
+        for item in (v.strip() for v in text.split(",")):
+            if not item:
+                continue
+            try:
+                values.append(convert(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{item!r} in {text!r} is not {kind}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind} values, got {text!r}")
+        return tuple(values)
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 512x768, got {text!r}") from None
+def _size_value(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
     return width, height
+
+
+def _stacked(text: str) -> tuple[Path, float]:
+    """FILE[:SCALE] for --with-lora."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path and not scale.startswith(("/", "\\")):
+        try:
+            value = float(scale)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: the strength after ':' must be a number, got {scale!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r}: the strength must be finite")
+        return Path(path), value
+    return Path(text), 1.0
+
+
+_floats = _list("a number", float)
+_ints = _list("an integer", int)
+_sizes = _list("a size WIDTHxHEIGHT such as 512x768", _size_value)
+_names = _list("a name", str)
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -42,11 +63,19 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """Grid axes shared by `sample` (and later `watch`/`regress`)."""
     parser.add_argument("--seeds", type=_ints, help="comma-separated seeds (default: the suite's, else 1,2)")
     parser.add_argument("--cfg", type=_floats, help="comma-separated CFG scales (default: the suite's, else 7)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the suite's, else 20)")
-    parser.add_argument("--sampler", help="sampler name: A1111, kohya or OneTrainer spelling (default dpmpp_2m_karras)")
-    parser.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the suite's, else the base model's native size)")
-    parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1)")
-    parser.add_argument("--clip-skip", type=int, default=1, help="A1111 clip skip: 1 = last layer (default), 2 = penultimate")
+    parser.add_argument("--steps", type=_ints, help="comma-separated step counts (default: the suite's, else 20)")
+    parser.add_argument("--sampler", type=_names, help="comma-separated sampler names: A1111, kohya or OneTrainer "
+                                                       "spelling (default: the suite's, else dpmpp_2m_karras)")
+    parser.add_argument("--size", type=_sizes, help="comma-separated WIDTHxHEIGHT (default: the suite's, else the base "
+                                                    "model's native size)")
+    parser.add_argument("--lora-scale", type=_floats, default=(1.0,), help="comma-separated LoRA strengths (default 1)")
+    parser.add_argument("--clip-skip", type=_ints, default=(1,),
+                        help="comma-separated A1111 clip skips: 1 = last layer (default), 2 = penultimate")
+    parser.add_argument("--with-lora", type=_stacked, action="append", metavar="FILE[:SCALE]",
+                        help="a companion LoRA (speed, style) applied to every cell at SCALE (default 1), the base "
+                             "model's cells included; repeat it to stack several. The stack is part of the setting")
+    parser.add_argument("--max-cells", type=int, default=None,
+                        help="refuse a grid with more cells than this still to sample (default 4096)")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default=None,
                         help="weights and activations dtype (default: bfloat16 on a GPU, float32 on a CPU)")
 
@@ -193,7 +222,7 @@ def cmd_watch(args) -> int:
     from .store import default_store_path, open_store
     from .suites import load_suite
     from .watch import WatchConfig, watch
-    from .work import grid_options, score_config, score_lines
+    from .work import grid_options, score_config, score_lines, stacked
 
     suite = load_suite(args.suite)
     options = grid_options(args)
@@ -209,6 +238,7 @@ def cmd_watch(args) -> int:
             raise
         return _watch_through_app(args, config, link)
     with store:
+        options = stacked(store, args, options)
         print(f"watching {args.folder} for run {args.run!r} (suite {suite.name!r}); Ctrl-C stops", flush=True)
         for event in watch(store, args.folder, args.run, suite, options, runner, config, base=args.base):
             if event.kind == "new":
@@ -294,7 +324,9 @@ def cmd_report(args) -> int:
     from .report import ReportConfig, default_report_path, gather_report, write_report
     from .store import open_store
 
-    config = ReportConfig(primary=args.primary)
+    from .stats.judge import Judge
+
+    config = ReportConfig(primary=args.primary, judge=Judge.parse(args.judge))
     with open_store(args.store, create=False, read_only=True) as store:
         report = gather_report(store, args.run, config)
         root = store.layout.root
@@ -308,7 +340,7 @@ def cmd_regress(args) -> int:
     from .regress.verdicts import record_verdict
     from .sampling.runner import RunnerConfig
     from .store import open_store
-    from .work import grid_options, score_config
+    from .work import grid_options, score_config, stacked
 
     request = RegressRequest(args.baseline, args.candidate, args.suite, gates=args.gates, base=args.base,
                              allow_suite_change=args.allow_suite_change, allow_pickle=args.allow_pickle)
@@ -316,6 +348,7 @@ def cmd_regress(args) -> int:
     scoring = score_config(args, args.device)
     options = grid_options(args)
     with open_store(args.store) as store:
+        options = stacked(store, args, options)
         try:
             result = regress(store, request, options, runner, scoring)
         except ValueError as exc:  # a gates/bootstrap combination that could never pass
@@ -410,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     p.add_argument("paths", nargs="*", type=Path, help="checkpoint files, diffusers folders, or folders of checkpoints")
     p.add_argument("--run", required=True, help="run name that groups the checkpoints")
-    p.add_argument("--base", type=Path, help="base model (diffusers folder or single-file checkpoint)")
+    p.add_argument("--base", type=Path, action="append",
+                   help="base model (diffusers folder or single-file checkpoint); repeat it for portability: the first "
+                        "is the base the LoRAs were trained on, every LoRA of the run is also sampled on the others")
     p.add_argument("--config", type=Path, help="diffusers folder with the configs for a single-file --base")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="ema", action="store_true", default=None, help="mark these checkpoints as EMA weights")
@@ -483,7 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "json: the numbers")
     p.add_argument("--out", type=Path, help="output file (default: STORE/reports/RUN.EXT)")
     p.add_argument("--primary", default="clip_t",
-                   help="image-level metric that picks each checkpoint's CFG and the recommendation (default clip_t)")
+                   help="image-level metric that picks each checkpoint's setting and the recommendation (default clip_t)")
+    p.add_argument("--judge", default="best",
+                   help="judging policy: best (each checkpoint at its own best setting; default), "
+                        "at:AXIS=VALUE,... (every checkpoint at one setting, e.g. at:steps=20,cfg=5), or robust "
+                        "(the mean over every setting all candidates were sampled at, with the worst named)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("regress", help="gate a candidate checkpoint against a baseline on a frozen suite (exit 0 pass, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .setting import Setting
 from .scoring.results import AnalysisConfig, CheckpointInfo, metric_values, run_checkpoints, run_recommendation
 from .stats import Estimate, estimate_scores, paired_difference
 from .stats.recommend import Recommendation
@@ -57,19 +58,34 @@ class PairOrder:
         return (self.oracle.mean > 0) == (self.metric.mean > 0)
 
 
-def _by_checkpoint(store, run: str, metric: str, prompt_role: str | None) -> dict[str, dict]:
-    """{sha: {(prompt, seed): value}} at the checkpoint's first CFG (the demo samples one)."""
+def _by_checkpoint(store, run: str, metric: str, prompt_role: str | None,
+                   at: dict[str, Setting | None] | None = None) -> dict[str, dict]:
+    """{sha: {(prompt, seed): value}} at the setting `at` names for each checkpoint (None: over all its settings,
+    keyed (prompt, (seed, setting)) as a robust judgement pairs them), else at its first setting."""
+    values = metric_values(store, run, metric, prompt_role)
     out: dict[str, dict] = {}
-    for (sha, _cfg), scores in sorted(metric_values(store, run, metric, prompt_role).items()):
-        out.setdefault(sha, scores)
+    for sha, setting in sorted(values, key=lambda k: (k[0], k[1].sort_key())):
+        scores = values[(sha, setting)]
+        if at is None:
+            out.setdefault(sha, scores)
+        elif sha in at and at[sha] is None:
+            out.setdefault(sha, {}).update({(p, (seed, setting.key)): v for (p, seed), v in scores.items()})
+        elif sha in at and at[sha] == setting:
+            out[sha] = scores
     return out
+
+
+def judged_at(store, run: str, recommendation: Recommendation) -> dict[str, Setting | None]:
+    """{sha: the setting the recommendation judged the checkpoint at} (None: over several settings)."""
+    by_name = {info.file_name: sha for sha, info in run_checkpoints(store, run).items()}
+    return {by_name[v.name]: v.setting for v in recommendation.verdicts if v.name in by_name}
 
 
 def best_set_check(store, run: str, config: AnalysisConfig) -> BestSetCheck:
     """The recommendation for `config` (its `ema` picks the series) against the oracle's best set."""
     checkpoints = run_checkpoints(store, run)
-    oracle = _by_checkpoint(store, run, "oracle", config.prompt_role)
     recommendation = run_recommendation(store, run, config)
+    oracle = _by_checkpoint(store, run, "oracle", config.prompt_role, judged_at(store, run, recommendation))
     pool = [info for sha, info in checkpoints.items() if info.role == "candidate" and sha in oracle
             and config.ema in (None, info.ema)]
     estimates = {info.sha256: estimate_scores(oracle[info.sha256], config.bootstrap) for info in pool}
@@ -81,15 +97,17 @@ def best_set_check(store, run: str, config: AnalysisConfig) -> BestSetCheck:
                         tuple(info for info in pool if estimates[info.sha256].mean >= floor), recommendation)
 
 
-def pair_orders(store, run: str, names: list[str], metric: str, config: AnalysisConfig) -> list[PairOrder]:
-    """Every pair of the checkpoints named `names`, ordered by the oracle and by `metric`."""
+def pair_orders(store, run: str, names: list[str], metric: str, config: AnalysisConfig,
+                at: dict[str, Setting | None] | None = None) -> list[PairOrder]:
+    """Every pair of the checkpoints named `names`, ordered by the oracle and by `metric`, each checkpoint at the
+    setting `at` gives it (default: its first)."""
     checkpoints = {info.file_name: info for info in run_checkpoints(store, run).values()}
     missing = [n for n in names if n not in checkpoints]
     if missing:
         raise ValueError(f"run {run!r} has no checkpoint named {', '.join(missing)}")
     higher = _higher_is_better(metric)
-    oracle = _by_checkpoint(store, run, "oracle", config.prompt_role)
-    values = _by_checkpoint(store, run, metric, config.prompt_role)
+    oracle = _by_checkpoint(store, run, "oracle", config.prompt_role, at)
+    values = _by_checkpoint(store, run, metric, config.prompt_role, at)
     out = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:

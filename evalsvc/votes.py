@@ -1,9 +1,11 @@
 """Blind A/B votes: issue a pair, record one answer per issued pair, and read votes back for Bradley–Terry.
 
-A pair is two candidate checkpoints of a run on the same prompt, seed and CFG. The pair of checkpoints is
-drawn with weight exp(-|s_i - s_j|) / (1 + n_ij) (s: current Bradley–Terry strengths, n_ij: votes between
-them so far), so close and little-compared candidates come up most; the cell is drawn uniformly among the
-cells both have; the sides are a fair coin. Everything the browser gets before the vote is opaque: the
+A pair is two candidate checkpoints of a run on the same prompt, seed and setting (`evalsvc.setting`), or,
+with `VoteConfig.pairing = "settings"`, one candidate at two settings on the same prompt and seed ("is 30
+steps better than 20?"). The two players (checkpoints, or settings) are drawn with weight
+exp(-|s_i - s_j|) / (1 + n_ij) (s: current Bradley–Terry strengths, n_ij: votes between them so far), so
+close and little-compared players come up most; the cell is drawn uniformly among the cells both have; the
+sides are a fair coin. Each vote records both sides' settings, and rankings are per setting. Everything the browser gets before the vote is opaque: the
 pair's token and one fresh token per image (`secrets.token_urlsafe`), never a run, checkpoint, epoch or
 file name. A vote names the pair's token; it is refused when the token was never issued, was issued to
 another voter, has expired or has been answered (the token is the votes table's primary key, so a replay,
@@ -34,9 +36,17 @@ class VoteRefused(InputError):
     """A vote that cannot be recorded (unknown, expired, foreign or already answered pair)."""
 
 
+PAIRINGS = ("checkpoints", "settings")
+
+
 @dataclass(frozen=True)
 class VoteConfig:
     expires_seconds: float = 900.0
+    pairing: str = "checkpoints"  # two checkpoints at one setting, or "settings": one checkpoint at two
+
+    def __post_init__(self):
+        if self.pairing not in PAIRINGS:
+            raise InputError(f"vote pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
 
 
 @dataclass(frozen=True)
@@ -63,24 +73,41 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def votable_cells(db, run: str) -> dict[tuple, dict[str, tuple[str, str]]]:
-    """{(prompt_id, seed, cfg): {checkpoint sha: (cell key, prompt)}} of the run's sampled candidate cells."""
+def votable_cells(db, run: str, pairing: str = "checkpoints") -> dict[tuple, dict[str, tuple[str, str, str]]]:
+    """The run's sampled candidate cells grouped by what a pair shares, each group by player:
+    {(prompt_id, seed, setting): {checkpoint sha: (cell key, prompt, setting)}} when pairing checkpoints,
+    {(prompt_id, seed, checkpoint sha): {setting: (cell key, prompt, setting)}} when pairing settings."""
     rows = db.execute(
-        "SELECT g.prompt_id, w.seed, w.cfg, w.checkpoint, g.key, w.prompt FROM grid_cells g "
+        "SELECT g.prompt_id, w.seed, g.setting, w.checkpoint, g.key, w.prompt FROM grid_cells g "
         "JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
         "JOIN run_checkpoints rc ON rc.run = g.run AND rc.sha256 = w.checkpoint "
-        "WHERE g.run = ? AND rc.role = 'candidate' ORDER BY g.key", [run]).fetchall()
-    cells: dict[tuple, dict[str, tuple[str, str]]] = defaultdict(dict)
-    for prompt_id, seed, cfg, sha, key, prompt in rows:
-        cells[(prompt_id, int(seed), float(cfg))][sha] = (key, prompt)
+        "WHERE g.run = ? AND rc.role = 'candidate' ORDER BY g.key, g.setting", [run]).fetchall()
+    cells: dict[tuple, dict[str, tuple[str, str, str]]] = defaultdict(dict)
+    for prompt_id, seed, setting, sha, key, prompt in rows:
+        group, player = ((prompt_id, int(seed), setting), sha) if pairing == "checkpoints" else \
+            ((prompt_id, int(seed), sha), setting)
+        cells[group].setdefault(player, (key, prompt, setting))
     return dict(cells)
 
 
-def run_comparisons(db, run: str) -> list[Comparison]:
-    """The run's votes as Bradley–Terry comparisons between checkpoint shas."""
+def run_comparisons(db, run: str, setting: str | None = None) -> list[Comparison]:
+    """The run's votes between two checkpoints at one setting, as Bradley–Terry comparisons between checkpoint
+    shas; only those at `setting` (a setting key) when given."""
     outcome = {"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}
-    rows = db.execute("SELECT left_checkpoint, right_checkpoint, answer FROM votes WHERE run = ? ORDER BY voted_at, "
-                      "token", [run]).fetchall()
+    rows = db.execute("SELECT left_checkpoint, right_checkpoint, answer FROM votes WHERE run = ? "
+                      "AND left_setting IS NOT DISTINCT FROM right_setting AND left_checkpoint <> right_checkpoint "
+                      "AND (? IS NULL OR left_setting = ?) ORDER BY voted_at, token", [run, setting, setting]).fetchall()
+    return [Comparison(left, right, outcome[ANSWERS[answer]]) for left, right, answer in rows]
+
+
+def setting_comparisons(db, run: str, checkpoint: str | None = None) -> list[Comparison]:
+    """The run's votes between two settings of one checkpoint, as comparisons between setting keys (of one
+    checkpoint sha when given)."""
+    outcome = {"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}
+    rows = db.execute("SELECT left_setting, right_setting, answer FROM votes WHERE run = ? "
+                      "AND left_checkpoint = right_checkpoint AND left_setting <> right_setting "
+                      "AND (? IS NULL OR left_checkpoint = ?) ORDER BY voted_at, token",
+                      [run, checkpoint, checkpoint]).fetchall()
     return [Comparison(left, right, outcome[ANSWERS[answer]]) for left, right, answer in rows]
 
 
@@ -98,24 +125,28 @@ def issue_pair(db, run: str, voter: str, config: VoteConfig = VoteConfig(),
                rng: np.random.Generator | None = None) -> IssuedPair:
     """Draw a pair for `voter` and record it as issued; raises InputError when the run has nothing to vote on."""
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(64))
-    cells = votable_cells(db, run)
-    players = sorted({sha for by_sha in cells.values() for sha in by_sha})
-    shared = {pair: [cell for cell, by_sha in cells.items() if pair[0] in by_sha and pair[1] in by_sha]
+    cells = votable_cells(db, run, config.pairing)
+    players = sorted({player for by_player in cells.values() for player in by_player})
+    shared = {pair: [cell for cell, by_player in cells.items() if pair[0] in by_player and pair[1] in by_player]
               for pair in itertools.combinations(players, 2)}
-    weights = {pair: w for pair, w in pair_weights(players, run_comparisons(db, run)).items() if shared[pair]}
+    history = run_comparisons(db, run) if config.pairing == "checkpoints" else setting_comparisons(db, run)
+    weights = {pair: w for pair, w in pair_weights(players, history).items() if shared[pair]}
     if not weights:
-        raise InputError(f"run {run!r} has no two candidate checkpoints sampled on a common prompt, seed and CFG")
+        what = ("two candidate checkpoints sampled on a common prompt, seed and setting"
+                if config.pairing == "checkpoints" else "a candidate sampled at two settings on a common prompt and seed")
+        raise InputError(f"run {run!r} has no {what}")
     pairs = list(weights)
     p = np.array([weights[pair] for pair in pairs])
     first, second = pairs[int(rng.choice(len(pairs), p=p / p.sum()))]
     cell = shared[(first, second)][int(rng.integers(len(shared[(first, second)])))]
     left, right = (first, second) if rng.random() < 0.5 else (second, first)
-    (left_key, prompt), (right_key, _) = cells[cell][left], cells[cell][right]
+    (left_key, prompt, left_setting), (right_key, _, right_setting) = cells[cell][left], cells[cell][right]
     issued = IssuedPair(secrets.token_urlsafe(16), secrets.token_urlsafe(16), secrets.token_urlsafe(16), prompt)
     now = _now()
-    db.execute("INSERT INTO vote_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    db.execute("INSERT INTO vote_pairs (token, run, voter, left_key, right_key, left_image, right_image, issued_at, "
+               "expires_at, left_setting, right_setting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                [issued.token, run, voter, left_key, right_key, issued.left_image, issued.right_image, now,
-                now + timedelta(seconds=config.expires_seconds)])
+                now + timedelta(seconds=config.expires_seconds), left_setting, right_setting])
     return issued
 
 
@@ -135,19 +166,22 @@ def record_vote(db, token: str, voter: str, answer: str) -> CastVote:
     if answer not in ANSWERS:
         raise VoteRefused(f"answer must be one of {', '.join(ANSWERS)}, got {answer!r}")
     row = db.execute(
-        "SELECT v.run, v.voter, v.expires_at, wl.checkpoint, wr.checkpoint, g.prompt_id, wl.seed, wl.cfg "
+        "SELECT v.run, v.voter, v.expires_at, wl.checkpoint, wr.checkpoint, g.prompt_id, wl.seed, wl.cfg, "
+        "v.left_setting, v.right_setting "
         "FROM vote_pairs v JOIN work wl ON wl.key = v.left_key JOIN work wr ON wr.key = v.right_key "
-        "JOIN grid_cells g ON g.key = v.left_key AND g.run = v.run WHERE v.token = ?", [token]).fetchone()
+        "JOIN grid_cells g ON g.key = v.left_key AND g.run = v.run WHERE v.token = ? LIMIT 1", [token]).fetchone()
     if row is None:
         raise VoteRefused("no such pair was issued")
-    run, issued_to, expires_at, left, right, prompt_id, seed, cfg = row
+    run, issued_to, expires_at, left, right, prompt_id, seed, cfg, left_setting, right_setting = row
     if issued_to != voter:
         raise VoteRefused("this pair was issued to another voter")
     if expires_at <= _now():
         raise VoteRefused("this pair has expired; ask for a new one")
     try:
-        db.execute("INSERT INTO votes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [token, run, voter, left, right, prompt_id, seed, cfg, answer, _now()])
+        db.execute("INSERT INTO votes (token, run, voter, left_checkpoint, right_checkpoint, prompt_id, seed, cfg, "
+                   "answer, voted_at, left_setting, right_setting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [token, run, voter, left, right, prompt_id, seed, cfg, answer, _now(), left_setting,
+                    right_setting])
     except (duckdb.ConstraintException, duckdb.TransactionException):
         raise VoteRefused("this pair has already been answered") from None
     names = dict(db.execute("SELECT sha256, file_name FROM checkpoints WHERE sha256 IN (?, ?)",

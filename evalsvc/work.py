@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import InputError
 
 PATH_FIELDS = ("base", "config", "reference", "aesthetic_weights", "pickscore_weights", "clip_weights")
-TUPLE_FIELDS = ("seeds", "cfg", "size")
+TUPLE_FIELDS = ("seeds", "cfg", "steps", "sampler", "size", "lora_scale", "clip_skip")
 NOT_JOB_FIELDS = ("func", "command", "store", "no_progress", "folder", "interval", "stable_seconds", "max_idle")
 
 
@@ -33,8 +33,33 @@ def grid_options(args):
     from .sampling.models import default_device, default_dtype
 
     precision = args.precision or str(default_dtype(getattr(args, "device", None) or default_device())).split(".")[-1]
-    return GridOptions(seeds=args.seeds, cfgs=args.cfg, steps=args.steps, sampler=args.sampler, size=args.size,
-                       lora_scale=args.lora_scale, clip_skip=args.clip_skip, precision=precision)
+    extra = {"max_cells": args.max_cells} if getattr(args, "max_cells", None) is not None else {}
+    return GridOptions(seeds=args.seeds, cfgs=args.cfg, steps=_tuple(args.steps), samplers=_tuple(args.sampler),
+                       sizes=None if args.size is None else tuple(tuple(s) for s in _tuple(args.size)),
+                       lora_scales=_tuple(args.lora_scale), clip_skips=_tuple(args.clip_skip), precision=precision,
+                       **extra)
+
+
+def stacked(store, args, options):
+    """`options` with the companion LoRAs of `--with-lora` registered and stacked."""
+    from dataclasses import replace
+
+    from .catalog import register_stack
+
+    files = getattr(args, "with_lora", None)
+    if not files:
+        return options
+    return replace(options, stack=register_stack(store, [(Path(p), float(s)) for p, s in files],
+                                                 getattr(args, "allow_pickle", False)))
+
+
+def _tuple(value):
+    """A list argument as a tuple; a single value (a job queued by an older evalsvc) as a one-element tuple."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
+    return (value,)
 
 
 def score_config(args, device: str | None, batch_size: int = 64):
@@ -61,7 +86,8 @@ def check_sample_args(args) -> None:
     from .suites import load_suite
 
     if args.suite is None:
-        if any(getattr(args, k) is not None for k in ("seeds", "cfg", "steps", "sampler", "size")):
+        if any(getattr(args, k, None) is not None for k in ("seeds", "cfg", "steps", "sampler", "size", "max_cells",
+                                                             "with_lora")):
             raise InputError("grid options (--seeds, --cfg, ...) need --suite; without it the queued cells are sampled")
     else:
         load_suite(args.suite)
@@ -81,8 +107,16 @@ def _sample_suite(store, args, out: Outcome):
     from .suites import load_suite
 
     suite = load_suite(args.suite)
-    report = sample_run(store, args.run, suite, grid_options(args), _runner_config(args))
+    options, config = stacked(store, args, grid_options(args)), _runner_config(args)
+    if config.progress:
+        for note in options.notes:
+            print(note)
+    else:
+        out.lines.extend(options.notes)
+    report = sample_run(store, args.run, suite, options, config)
     rate = report.sampled / report.seconds if report.seconds else 0.0
+    if not config.progress:  # else printed before sampling
+        out.lines.append(report.preview)
     out.lines.extend(f"suite {suite.name!r}: {note}" for note in suite.notes)
     out.lines.append(f"run {args.run!r}, suite {suite.name!r}: {report.cells_total} cells; sampled {report.sampled} "
                      f"now ({rate:.2f} img/s), {report.failed} failed; images in {store.layout.images}")
@@ -173,11 +207,17 @@ def namespace(command: str, args: dict) -> argparse.Namespace:
         raise InputError(f"{command} job: unknown arguments {', '.join(unknown)}")
     values.update(args)
     for name in PATH_FIELDS:
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
+        value = values.get(name)
+        if value is not None:
+            values[name] = [Path(v) for v in value] if isinstance(value, list) else Path(value)
     for name in TUPLE_FIELDS:
-        if values.get(name) is not None:
-            values[name] = tuple(values[name])
+        value = values.get(name)
+        if value is None:
+            continue
+        if name == "size" and value and not isinstance(value[0], (list, tuple)):
+            value = [value]  # one WIDTHxHEIGHT, as jobs queued before sizes were lists carry it
+        values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value) \
+            if isinstance(value, (list, tuple)) else (value,)
     values["paths"] = [Path(p) for p in values.get("paths") or []]
     values["no_progress"] = True
     return argparse.Namespace(**values)

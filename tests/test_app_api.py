@@ -139,7 +139,7 @@ def test_compare_endpoint_shows_both_images_and_their_deltas(running_app):
     url, store = running_app
     ann = _client(url, "ann")
     html, summary, table = ann.predict("purple", "toy-sd15", "purple-000002.safetensors", "purple-circle-left-white",
-                                       "1", "5", api_name="/compare")
+                                       "1", "cfg=5", api_name="/compare")
     stored = {name: (image, value) for name, image, value in _query(
         store, "SELECT c.file_name, s.image_path, sc.value FROM grid_cells g JOIN work w ON w.key = g.key "
         "JOIN samples s ON s.key = g.key JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN scores sc "
@@ -153,9 +153,9 @@ def test_compare_endpoint_shows_both_images_and_their_deltas(running_app):
     assert rows["clip_t ↑"][6] == 9 and "both at CFG 5" in summary  # paired over the 9 target prompts
     _, best, _ = ann.predict("purple", "toy-sd15", "purple-000002.safetensors", "purple-circle-left-white", "1",
                              "best", api_name="/compare")
-    assert "each at its own best CFG by clip_t" in best
+    assert "each at its own best setting by clip_t" in best
     with pytest.raises(Exception, match="two different checkpoints"):
-        ann.predict("purple", "toy-sd15", "toy-sd15", "purple-circle-left-white", "1", "5", api_name="/compare")
+        ann.predict("purple", "toy-sd15", "toy-sd15", "purple-circle-left-white", "1", "cfg=5", api_name="/compare")
 
 
 def test_curves_endpoint_gives_the_recommendation_plots_and_latest_decision(running_app):

@@ -50,7 +50,7 @@ def test_enlarged_cell_shows_what_made_the_image_and_its_stored_scores(view):
 
 
 def test_compare_at_one_cfg_gives_stored_deltas_and_the_paired_mean(view):
-    result = compare(view, CompareRequest("purple", BASE, EPOCH2, PROMPT, 1, cfg=5.0, bootstrap=FAST))
+    result = compare(view, CompareRequest("purple", BASE, EPOCH2, PROMPT, 1, setting="cfg=5", bootstrap=FAST))
     a, b = _stored(view.db, BASE), _stored(view.db, EPOCH2)
     deltas = {m.metric: m for m in result.metrics}
     assert set(deltas) >= {"clip_t", "clip_i", "oracle"} and "drift" not in deltas  # the base has no drift
@@ -72,15 +72,16 @@ def test_compare_at_one_cfg_gives_stored_deltas_and_the_paired_mean(view):
     assert f"/image/{result.a.image}" in html and f"/image/{result.b.image}" in html and 'type="range"' in html
 
 
-def test_best_cfg_is_each_checkpoints_argmax_of_stored_means(short_demo, copy_store):
+def test_best_setting_is_each_checkpoints_argmax_of_stored_means(short_demo, copy_store):
     """A second CFG (7) is added for every image: epoch 1's clip_t rises there, the base's falls, so epoch 1 is
-    compared at 7 and the base at 5, whatever the request's (absent) CFG."""
+    compared at 7 and the base at 5, whatever the request's (absent) setting; each shown score is its image's."""
     with open_store(copy_store(short_demo[0])) as store:
         db = store.db
         db.execute("CREATE TEMP TABLE shift AS SELECT c.sha256, CASE c.file_name WHEN ? THEN 0.3 ELSE -0.3 END AS d "
                    "FROM checkpoints c", [EPOCH1])
         db.execute("INSERT INTO work SELECT * REPLACE (key || '-7' AS key, 7.0 AS cfg) FROM work")
-        db.execute("INSERT INTO grid_cells SELECT * REPLACE (key || '-7' AS key) FROM grid_cells")
+        db.execute("INSERT INTO grid_cells SELECT * REPLACE (key || '-7' AS key, replace(setting, '\"cfg\":5.0', "
+                   "'\"cfg\":7.0') AS setting) FROM grid_cells")
         db.execute("INSERT INTO samples SELECT * REPLACE (key || '-7' AS key) FROM samples")
         db.execute("INSERT INTO scores SELECT s.* REPLACE (s.key || '-7' AS key, CASE s.metric WHEN 'clip_t' "
                    "THEN s.value + f.d ELSE s.value END AS value) FROM scores s JOIN work w ON w.key = s.key "
@@ -93,18 +94,25 @@ def test_best_cfg_is_each_checkpoints_argmax_of_stored_means(short_demo, copy_st
             "GROUP BY ALL").fetchall())
         result = compare(view, CompareRequest("purple", BASE, EPOCH1, PROMPT, 1, bootstrap=FAST))
         for side in (result.a, result.b):
-            assert side.cfg == max((5.0, 7.0), key=lambda cfg: means[(side.checkpoint, cfg)])
-        assert (result.a.cfg, result.b.cfg) == (5.0, 7.0) and result.best_cfg and result.primary == "clip_t"
+            assert side.setting.cfg == max((5.0, 7.0), key=lambda cfg: means[(side.checkpoint, cfg)])
+        assert (result.a.setting.cfg, result.b.setting.cfg) == (5.0, 7.0) and result.best_setting
+        assert result.primary == "clip_t" and (result.a.where, result.b.where) == ("CFG 5", "CFG 7")
+        for side, key in ((result.a, "a"), (result.b, "b")):  # every score shown is the shown image's own
+            own = dict(db.execute("SELECT metric, value FROM scores WHERE key = ?", [side.key]).fetchall())
+            shown = {m.metric: getattr(m, key) for m in result.metrics if getattr(m, key) is not None}
+            assert shown == pytest.approx(own)
         a7 = db.execute("SELECT value FROM scores WHERE key = ? AND metric = 'clip_t'", [result.b.key]).fetchone()[0]
         assert result.b.key.endswith("-7") and dict((m.metric, m.b) for m in result.metrics)["clip_t"] == a7
-        fixed = compare(view, CompareRequest("purple", BASE, EPOCH1, PROMPT, 1, cfg=7.0, bootstrap=FAST))
-        assert (fixed.a.cfg, fixed.b.cfg) == (7.0, 7.0) and not fixed.best_cfg
-        assert compare_choices(view, "purple").cfgs == (5.0, 7.0)
+        fixed = compare(view, CompareRequest("purple", BASE, EPOCH1, PROMPT, 1, setting="cfg=7", bootstrap=FAST))
+        assert (fixed.a.setting.cfg, fixed.b.setting.cfg) == (7.0, 7.0) and not fixed.best_setting
+        assert compare_choices(view, "purple").settings == ("cfg=5", "cfg=7")
 
 
 def test_bad_comparisons_are_refused(view):
     for request, message in ((dict(b=BASE), "two different checkpoints"), (dict(a="nope.safetensors"), "no checkpoint"),
-                             (dict(seed=99), "no sampled image"), (dict(cfg=9.0), "CFG 9")):
+                             (dict(seed=99), "no sampled image"),
+                             (dict(setting="cfg=9"), "cfg=9 was never sampled; cfg values that exist: 5"),
+                             (dict(setting="steps"), "expected AXIS=VALUE")):
         args = {"run": "purple", "a": BASE, "b": EPOCH1, "prompt": PROMPT, "seed": 1, **request}
         with pytest.raises(InputError, match=message):
             compare(view, CompareRequest(**args))

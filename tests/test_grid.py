@@ -131,8 +131,8 @@ def test_sample_runs_only_the_cells_it_was_asked_for(tmp_path, sd15_dir):
     assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir)]) == 0
     suite = load_suite("toy")
     with open_store(store) as s:
-        left = plan_grid(s, "r", suite, GridOptions(seeds=(1,), steps=2, size=(128, 128)))  # planned, never sampled
-        report = sample_run(s, "r", suite, GridOptions(seeds=(1,), steps=2, size=(64, 64)), RunnerConfig(progress=False))
+        left = plan_grid(s, "r", suite, GridOptions(seeds=(1,), steps=(2,), sizes=((128, 128),)))  # planned, never sampled
+        report = sample_run(s, "r", suite, GridOptions(seeds=(1,), steps=(2,), sizes=((64, 64),)), RunnerConfig(progress=False))
         states = dict(s.db.execute("SELECT width, state FROM work GROUP BY ALL").fetchall())
     assert (report.cells_total, report.sampled) == (4, 4) and len(left) == 4
     assert states == {64: "done", 128: "pending"}

@@ -50,7 +50,7 @@ def test_jobs_are_claimed_oldest_first_once_and_an_interrupted_one_is_queued_aga
 
 def test_a_job_gets_the_command_lines_defaults_and_unknown_arguments_are_refused():
     args = namespace("sample", {"run": "r", "suite": "toy", "seeds": [3, 4]})
-    assert (args.seeds, args.steps, args.score, args.lora_scale, args.no_progress) == ((3, 4), None, False, 1.0, True)
+    assert (args.seeds, args.steps, args.score, args.lora_scale, args.no_progress) == ((3, 4), None, False, (1.0,), True)
     add = namespace("add", {"run": "r", "paths": ["/x/a.safetensors"], "suite": "toy"})
     assert add.paths == [Path("/x/a.safetensors")] and add.suite == "toy" and add.ema is None
     with pytest.raises(InputError, match="unknown arguments colour"):
@@ -114,13 +114,13 @@ def test_commands_run_while_the_app_is_up_queue_their_work_there_and_workers_do_
 
         # the Jobs tab queues a scoring job through the app's API
         client = Client(url, auth=("ann", APP_USERS["ann"]), verbose=False)
-        status, table = client.predict("purple", "score", "", "", "", None, False, "overcook", "", api_name="/queue_job")
+        status, table = client.predict("purple", "score", "", "", "", "", False, "overcook", "", "", "", api_name="/queue_job")
         score_id = int(status.split()[-1])
         assert _wait_for(store, score_id).state == "done"
         rows = client.predict(api_name="/jobs")["data"]
         assert [r[0] for r in rows][:2] == [score_id, job_id] and rows[0][4] == "ann"
         with pytest.raises(Exception, match="unknown suite|no suite|not found"):
-            client.predict("purple", "sample", "no-such-suite", "", "", None, False, "", "", api_name="/queue_job")
+            client.predict("purple", "sample", "no-such-suite", "", "", "", False, "", "", "", "", api_name="/queue_job")
     finally:
         stop.set()
         voter.join(timeout=60)

@@ -50,3 +50,43 @@ def test_patched_weights_equal_diffusers_fused_weights(tmp_path, kind):
     for component, model in _components(ours).items():
         for key, value in model.state_dict().items():
             assert torch.equal(value, pristine[component][key]), f"{component}.{key} not restored exactly"
+
+
+def test_a_stack_of_two_loras_equals_diffusers_with_both_adapters_fused(tmp_path):
+    """`--with-lora`: the candidate at 0.7 and a companion at 0.4 on the same modules, as diffusers' multi-adapter
+    loader (set_adapters + fuse_lora) merges them."""
+    from evalsvc.toy.lora_files import random_lora_tensors, save_kohya_lora
+    from evalsvc.toy.tiny import build_sd15_pipeline
+
+    ours, reference = build_sd15_pipeline(seed=0), build_sd15_pipeline(seed=0)
+    paths = []
+    for i, seed in enumerate((3, 4)):
+        tensors = random_lora_tensors(ours, rank=4, alpha=2.0, seed=seed, scale=0.2)
+        paths.append(save_kohya_lora(ours, tensors, tmp_path / f"lora{i}-000001.safetensors"))
+    pristine = {c: {k: v.clone() for k, v in m.state_dict().items()} for c, m in _components(ours).items()}
+    parts = [(p, read_lora_layers(p, load_tensors(p), read_header(p).metadata, ours), s) for p, s in zip(paths, (0.7, 0.4))]
+    patcher = WeightPatcher(ours)
+    patcher.apply_many(parts)
+
+    for name, path in zip(("a", "b"), paths):
+        reference.load_lora_weights(str(path), adapter_name=name)
+    reference.set_adapters(["a", "b"], [0.7, 0.4])
+    reference.fuse_lora(adapter_names=["a", "b"])
+    reference.unload_lora_weights()
+
+    for component, model in _components(ours).items():
+        ref_state = _components(reference)[component].state_dict()
+        for key, value in model.state_dict().items():
+            assert torch.allclose(value, ref_state[key], atol=1e-6, rtol=1e-5), f"{component}.{key}"
+    patcher.apply(*parts[0])  # back to one LoRA: the companion's modules are pristine again
+    single = WeightPatcher(build_sd15_pipeline(seed=0))
+    single.apply(*parts[0][:1], read_lora_layers(paths[0], load_tensors(paths[0]), read_header(paths[0]).metadata,
+                                                 single.pipe), 0.7)
+    for component, model in _components(ours).items():
+        other = _components(single.pipe)[component].state_dict()
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, other[key]), f"{component}.{key}"
+    patcher.restore()
+    for component, model in _components(ours).items():
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, pristine[component][key]), f"{component}.{key} not restored exactly"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evalsvc.stats import (BootstrapConfig, Candidate, Estimate, best_cfg, cluster_bootstrap, estimate_scores,
+from evalsvc.stats import (BootstrapConfig, Candidate, Estimate, best_setting, cluster_bootstrap, estimate_scores,
                            paired_difference, pareto_front, recommend)
 from evalsvc.stats import bootstrap as bootstrap_module
+from evalsvc.setting import Setting
+
+AT7 = Setting(cfg=7.0, steps=20, sampler="euler", size=(64, 64))
 
 
 def grid(n_prompts: int, n_seeds: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,16 +182,20 @@ def test_paired_difference_uses_only_shared_keys():
         paired_difference({("x", 0): 1.0}, {("y", 0): 1.0})
 
 
-def test_best_cfg():
+def test_best_setting_breaks_exact_ties_towards_the_lower_value():
     def est(mean: float) -> Estimate:
         return Estimate(mean, mean - 1, mean + 1, 10, 5)
 
-    means = {3.0: est(0.2), 7.0: est(0.5), 5.0: est(0.5), 9.0: est(0.1)}
-    assert best_cfg(means, higher_is_better=True) == 5.0
-    assert best_cfg(means, higher_is_better=False) == 9.0
-    assert best_cfg({7.5: est(1.0)}, higher_is_better=True) == 7.5
+    def at(cfg: float, steps: int = 20) -> Setting:
+        return Setting(cfg=cfg, steps=steps, sampler="euler", size=(64, 64))
+
+    means = {at(3.0): est(0.2), at(7.0): est(0.5), at(5.0): est(0.5), at(9.0): est(0.1)}
+    assert best_setting(means, higher_is_better=True) == at(5.0)
+    assert best_setting(means, higher_is_better=False) == at(9.0)
+    assert best_setting({at(7.5): est(1.0)}, higher_is_better=True) == at(7.5)
+    assert best_setting({at(5.0, 30): est(0.5), at(5.0, 4): est(0.5)}, higher_is_better=True) == at(5.0, 4)
     with pytest.raises(ValueError):
-        best_cfg({}, higher_is_better=True)
+        best_setting({}, higher_is_better=True)
 
 
 # --- Pareto front ------------------------------------------------------------------------------
@@ -230,7 +237,7 @@ def candidates(offsets: dict, noise: float = 0.05, flags: dict | None = None, si
         noise_draws -= noise_draws.mean()
         scores = {(f"p{p}", s): sign * float(prompt_effect[p] + offset + noise_draws[p, s])
                   for p in range(20) for s in range(4)}
-        out.append(Candidate(f"ep{epoch}", epoch, False, 7.0, scores, (flags or {}).get(epoch, ())))
+        out.append(Candidate(f"ep{epoch}", epoch, False, AT7, scores, (flags or {}).get(epoch, ())))
     return out
 
 
@@ -240,7 +247,7 @@ CONFIG = BootstrapConfig(resamples=1000)
 
 def test_recommends_earliest_of_a_statistical_tie():
     rec = recommend(candidates(TIED_SERIES), higher_is_better=True, config=CONFIG)
-    assert (rec.checkpoint, rec.epoch, rec.ema, rec.cfg, rec.best) == ("ep3", 3, False, 7.0, "ep7")
+    assert (rec.checkpoint, rec.epoch, rec.ema, rec.setting, rec.best) == ("ep3", 3, False, AT7, "ep7")
     status = {v.name: v.status for v in rec.verdicts}
     assert status == {"ep1": "worse", "ep2": "worse", "ep3": "recommended",
                       "ep4": "tied", "ep5": "tied", "ep6": "tied", "ep7": "tied"}
@@ -291,12 +298,12 @@ def test_margin_tolerates_a_negligible_but_significant_loss():
 
 def test_ties_in_epoch_go_to_the_better_mean_and_no_epoch_sorts_last():
     raw, ema, final = candidates({3: 0.0, 30: 0.002, 99: 0.004})
-    ema = Candidate("ep3-ema", 3, True, 7.0, ema.scores)
-    final = Candidate("final", None, False, 7.0, final.scores)
+    ema = Candidate("ep3-ema", 3, True, AT7, ema.scores)
+    final = Candidate("final", None, False, AT7, final.scores)
     rec = recommend([raw, final, ema], higher_is_better=True, config=CONFIG)
     assert (rec.checkpoint, rec.ema, rec.best) == ("ep3-ema", True, "final")
     assert [v.status for v in rec.verdicts] == ["tied", "tied", "recommended"]
-    alone = recommend([final, Candidate("ep2", 2, False, 7.0, candidates({2: -0.5})[0].scores)],
+    alone = recommend([final, Candidate("ep2", 2, False, AT7, candidates({2: -0.5})[0].scores)],
                       higher_is_better=True, config=CONFIG)
     assert alone.checkpoint == "final"
 
@@ -304,10 +311,10 @@ def test_ties_in_epoch_go_to_the_better_mean_and_no_epoch_sorts_last():
 def test_candidate_input_is_checked():
     scores = {("p", 0): 1.0}
     with pytest.raises(ValueError, match="flags"):
-        Candidate("ep1", 1, False, 7.0, scores, flags="memorisation")
+        Candidate("ep1", 1, False, AT7, scores, flags="memorisation")
     with pytest.raises(ValueError, match="no scores"):
-        Candidate("ep1", 1, False, 7.0, {})
+        Candidate("ep1", 1, False, AT7, {})
     with pytest.raises(ValueError, match="twice"):
-        recommend([Candidate("ep1", 1, False, 7.0, scores)] * 2, higher_is_better=True)
+        recommend([Candidate("ep1", 1, False, AT7, scores)] * 2, higher_is_better=True)
     with pytest.raises(ValueError, match="no candidates"):
         recommend([], higher_is_better=True)

@@ -64,7 +64,7 @@ def test_reader_upgrades_a_store_written_by_an_older_version(tmp_path):
     root = tmp_path / "s"
     with open_store(root) as store:
         store.db.execute("INSERT INTO runs (name) VALUES ('keep')")
-        last_name, last_sql = MIGRATIONS[-1]
+        last_name, last_sql = next(m for m in reversed(MIGRATIONS) if isinstance(m[1], str))
         store.db.execute("DELETE FROM migrations WHERE name = ?", [last_name])
     old = duckdb.connect(str(root / "evalsvc.duckdb"))
     for kind, name in _objects_created_by(last_sql):
@@ -82,3 +82,56 @@ def _objects_created_by(sql: str) -> list[tuple[str, str]]:
 
     found = re.findall(r"CREATE (TABLE|SEQUENCE) (?:IF NOT EXISTS )?(\w+)", sql)
     return sorted(found, key=lambda item: item[0] != "TABLE")
+
+
+def _store_before(root, migration: str):
+    """A store as an evalsvc from before `migration` wrote it: every earlier migration applied, none later."""
+    import duckdb
+
+    root.mkdir(parents=True)
+    db = duckdb.connect(str(root / "evalsvc.duckdb"))
+    db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    for name, sql in MIGRATIONS:
+        if name == migration:
+            break
+        db.execute(sql)
+        db.execute("INSERT INTO migrations (name) VALUES (?)", [name])
+    return db
+
+
+def test_settings_migration_keeps_every_cell_and_links_the_base_at_each_lora_strength(tmp_path):
+    """A store from before settings: cells keep their keys, each link gains its setting, and the base's cells
+    become the reference at every LoRA strength the run's LoRAs were sampled at."""
+    from evalsvc.setting import Setting
+
+    root = tmp_path / "old"
+    db = _store_before(root, "0010_settings")
+    db.execute("INSERT INTO runs (name, base_sha256) VALUES ('r', 'b' || repeat('0', 63))")
+    base, lora = "b" + "0" * 63, "a" + "0" * 63
+    for sha, kind in ((base, "diffusers"), (lora, "lora")):
+        db.execute("INSERT INTO checkpoints (sha256, path, file_name, kind, arch, ema) VALUES (?, ?, ?, ?, 'sd15', false)",
+                   [sha, f"/x/{kind}", f"{kind}.safetensors", kind])
+        db.execute("INSERT INTO run_checkpoints VALUES ('r', ?, ?)", [sha, "base" if sha == base else "candidate"])
+    cells = [("kb", base, None, 1.0), ("k6", lora, base, 0.6), ("k10", lora, base, 1.0)]
+    for key, sha, on, scale in cells:
+        db.execute("INSERT INTO work (key, checkpoint, base, prompt, negative, seed, cfg, steps, sampler, width, height, "
+                   "lora_scale, clip_skip, precision, state) VALUES (?, ?, ?, 'a cat', '', 1, 5, 20, 'euler', 64, 64, ?, "
+                   "1, 'float32', 'done')", [key, sha, on, scale])
+        db.execute("INSERT INTO grid_cells VALUES ('r', 'suite', 'p1', ?)", [key])
+        db.execute("INSERT INTO samples (key, image_path, image_sha256, infotext) VALUES (?, ?, ?, '')",
+                   [key, f"{key}.png", key])
+    db.execute("INSERT INTO set_scores (run, checkpoint, cfg, prompt_id, metric, version, value, n) "
+               "VALUES ('r', ?, 5, 'p1', 'diversity', '1', 0.5, 2), ('r', ?, 5, 'p1', 'diversity', '1', 0.4, 2)",
+               [base, lora])
+    db.close()
+
+    with open_store(root) as store:
+        links = store.db.execute("SELECT key, setting FROM grid_cells ORDER BY key, setting").fetchall()
+        kept = store.db.execute("SELECT key FROM samples ORDER BY key").fetchall()
+        set_rows = store.db.execute("SELECT checkpoint, setting FROM set_scores ORDER BY checkpoint").fetchall()
+    on_base = dict(cfg=5.0, steps=20, sampler="euler", size=(64, 64), base=base)
+    at6, at10 = Setting(lora_scale=0.6, **on_base), Setting(lora_scale=1.0, **on_base)
+    assert links == sorted([("k10", at10.key), ("k6", at6.key), ("kb", at10.key), ("kb", at6.key)])
+    assert kept == [("k10",), ("k6",), ("kb",)]
+    # the base's set score is over the same images at both strengths: kept at each; the LoRA's pooled two: dropped
+    assert sorted(set_rows) == sorted([(base, at6.key), (base, at10.key)])

@@ -93,8 +93,8 @@ def test_full_file_loads(tmp_path):
     assert config.ema.enabled and config.ema.decay == 0.995 and config.ema.update_every == 2
     assert (config.dataset.min_resolution, config.dataset.max_resolution) == (320, 1536)
     assert config.dataset.trigger_word == "mychar" and config.dataset.caption_extension == ".caption"
-    assert config.eval.seeds == (1, 2) and config.eval.cfgs == (4.0, 7.5) and config.eval.steps == 12
-    assert config.eval.grid_options().sampler == "Euler a"
+    assert config.eval.seeds == (1, 2) and config.eval.cfgs == (4.0, 7.5) and config.eval.steps == (12,)
+    assert config.eval.grid_options().samplers == ("euler_a",)
 
 
 def test_to_dict_is_json_and_round_trips(tmp_path):

@@ -300,15 +300,17 @@ class DatasetConfig(_Section):
 class EvalConfig(_Section):
     """`[eval]`: the evaluation grid queued for every saved checkpoint when the trainer has a store.
 
-    Absent values mean the suite's own per-prompt values, as for `evalsvc sample`.
+    Absent values mean the suite's own per-prompt values, as for `evalsvc sample`. `steps`, `sampler` and
+    `lora_scales` take one value or a list (the grid is the product, as on the command line).
     """
 
     SECTION = "eval"
     suite: str | None = None
     seeds: tuple[int, ...] | None = None
     cfgs: tuple[float, ...] | None = None
-    steps: int | None = None
-    sampler: str | None = None
+    steps: int | tuple[int, ...] | None = None
+    sampler: str | tuple[str, ...] | None = None
+    lora_scales: tuple[float, ...] | None = None
 
     def __post_init__(self):
         self._check()
@@ -316,6 +318,12 @@ class EvalConfig(_Section):
             self._set("seeds", tuple(self.seeds))
         if self.cfgs is not None:
             self._set("cfgs", tuple(float(c) for c in self.cfgs))
+        for name in ("steps", "sampler"):
+            value = getattr(self, name)
+            if value is not None:
+                self._set(name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if self.lora_scales is not None:
+            self._set("lora_scales", tuple(float(v) for v in self.lora_scales))
 
     def _problems(self):
         yield "suite", _text(self.suite, optional=True)
@@ -325,14 +333,24 @@ class EvalConfig(_Section):
         cfgs_ok = self.cfgs is None or (isinstance(self.cfgs, (list, tuple)) and len(self.cfgs) > 0
                                         and all(_positive(c) is None for c in self.cfgs))
         yield "cfgs", None if cfgs_ok else "must be a non-empty list of numbers > 0"
-        yield "steps", None if self.steps is None else _int(self.steps, 1, 1000)
-        yield "sampler", _text(self.sampler, optional=True) or _known_sampler(self.sampler)
+        steps = self.steps if isinstance(self.steps, (list, tuple)) else [self.steps]
+        yield "steps", None if self.steps is None else (
+            "must be a step count or a non-empty list of them" if not steps else
+            next((p for p in (_int(v, 1, 1000) for v in steps) if p), None))
+        samplers = self.sampler if isinstance(self.sampler, (list, tuple)) else [self.sampler]
+        yield "sampler", None if self.sampler is None else (
+            "must be a sampler name or a non-empty list of them" if not samplers else
+            next((p for p in (_text(v) or _known_sampler(v) for v in samplers) if p), None))
+        scales_ok = self.lora_scales is None or (isinstance(self.lora_scales, (list, tuple)) and self.lora_scales
+                                                 and all(_is_number(v) for v in self.lora_scales))
+        yield "lora_scales", None if scales_ok else "must be a non-empty list of numbers"
 
     def grid_options(self):
         """These settings as the engine's `GridOptions` (which also checks the sampler name)."""
         from evalsvc.sampling.grid import GridOptions
 
-        return GridOptions(seeds=self.seeds, cfgs=self.cfgs, steps=self.steps, sampler=self.sampler)
+        return GridOptions(seeds=self.seeds, cfgs=self.cfgs, steps=self.steps, samplers=self.sampler,
+                           lora_scales=self.lora_scales or (1.0,))
 
 
 def _known_sampler(name):

@@ -60,7 +60,8 @@ class AppSink:
         args = {"run": self.config.train.output_name, "paths": [str(Path(p).resolve()) for p in paths],
                 "base": str(Path(self.config.model.base).resolve()), "losses": losses, "suite": suite,
                 "seeds": list(ev.seeds) if ev.seeds else None, "cfg": list(ev.cfgs) if ev.cfgs else None,
-                "steps": ev.steps, "sampler": ev.sampler}
+                "steps": list(ev.steps) if ev.steps else None, "sampler": list(ev.sampler) if ev.sampler else None,
+                "lora_scale": list(ev.lora_scales or (1.0,))}
         submit_job(self.link, "add", args, f"{getpass.getuser()} (evalsvc train)")
 
 

@@ -1,8 +1,9 @@
 """Two checkpoints of a run side by side on one prompt and seed: their images, per-image metrics and paired deltas.
 
-Both are shown at one CFG, or each at its own best CFG (the CFG with the best mean of the primary metric on
-its prompts, as the report chooses it). Deltas are B − A: on the two images shown, and as the paired mean
-difference with its cluster-bootstrap interval over every (prompt, seed) both checkpoints have at their CFGs.
+Both are shown at one setting (`evalsvc.setting`: CFG, steps, sampler, strength, base, ...), or each at its own
+best setting (the best mean of the primary metric on its prompts, as the report chooses it). Every score shown
+belongs to the image shown: deltas are B − A on the two images, and the paired mean difference with its
+cluster-bootstrap interval is over every (prompt, seed) both checkpoints have at their two settings.
 Each metric is paired on the prompts the report judges it on (`ReportConfig.metric_role`: the primary and
 adherence metrics on target prompts, the others on all their prompts).
 """
@@ -15,7 +16,9 @@ from html import escape
 
 from ..errors import InputError
 from ..report.model import ReportConfig
-from ..stats import BootstrapConfig, Estimate, best_cfg, paired_difference
+from ..setting import Setting, parse_pins, varying_axes
+from ..stats import BootstrapConfig, Estimate, best_setting, paired_difference
+from ..stats.judge import Judge, judged_settings
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class CompareRequest:
     b: str
     prompt: str  # prompt id
     seed: int
-    cfg: float | None = None  # None: each checkpoint at its own best CFG by the primary metric
+    setting: str | None = None  # AXIS=VALUE pins naming one setting (`cfg=5,steps=20`); None: each side's best
     primary: str = "clip_t"  # falls back to the run's first stored metric when it has no values of this one
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
@@ -40,7 +43,8 @@ class CompareRequest:
 class Side:
     checkpoint: str  # file name
     label: str  # file name with weights and epoch
-    cfg: float
+    setting: Setting
+    where: str  # the setting in words, by the axes that vary in the run
     key: str
     image: str  # ab/<sha256>.png
 
@@ -66,7 +70,7 @@ class Comparison:
     prompt: str
     seed: int
     primary: str | None
-    best_cfg: bool  # each side at its own best CFG
+    best_setting: bool  # each side at its own best setting
     confidence: float  # of the paired intervals
     a: Side
     b: Side
@@ -75,87 +79,109 @@ class Comparison:
 
 @dataclass(frozen=True)
 class CompareChoices:
-    """What a comparison can be asked for in a run: checkpoint file names, prompt ids, seeds and CFGs."""
+    """What a comparison can be asked for in a run: checkpoint file names, prompt ids, seeds and settings
+    (as the AXIS=VALUE pins `CompareRequest.setting` takes, over the axes that vary)."""
 
     checkpoints: tuple[str, ...]
     prompts: tuple[str, ...]
     seeds: tuple[int, ...]
-    cfgs: tuple[float, ...]
+    settings: tuple[str, ...]
     default_a: str | None  # the base, else the first checkpoint
     default_b: str | None  # the latest raw candidate of the run's main series
 
 
 def compare_choices(store, run: str) -> CompareChoices:
-    from ..scoring.results import run_checkpoints
+    from ..scoring.results import checkpoint_names, run_checkpoints, run_settings
 
     infos = list(run_checkpoints(store, run).values())
     prompts = tuple(dict.fromkeys(p for p, _ in store.db.execute(
         "SELECT DISTINCT g.prompt_id, p.position FROM grid_cells g JOIN prompts p ON p.suite_hash = g.suite_hash "
         "AND p.prompt_id = g.prompt_id WHERE g.run = ? ORDER BY p.position, g.prompt_id", [run]).fetchall()))
-    seeds, cfgs = (tuple(v for v, in store.db.execute(
-        f"SELECT DISTINCT w.{column} FROM grid_cells g JOIN work w ON w.key = g.key WHERE g.run = ? ORDER BY 1",
-        [run]).fetchall()) for column in ("seed", "cfg"))
+    seeds = tuple(v for v, in store.db.execute(
+        "SELECT DISTINCT w.seed FROM grid_cells g JOIN work w ON w.key = g.key WHERE g.run = ? ORDER BY 1",
+        [run]).fetchall())
+    settings = run_settings(store, run)
+    axes = varying_axes(settings) or ("cfg",)
+    names = checkpoint_names(store.db)
     candidates = [i for i in infos if i.role == "candidate"]
     size = Counter(i.series for i in candidates)  # the run's main series has the most checkpoints
     default_b = max(candidates, key=lambda i: (size[i.series], not i.ema, i.epoch or 0)).file_name if candidates else None
     default_a = next((i.file_name for i in infos if i.file_name != default_b), None)
     return CompareChoices(tuple(i.file_name for i in infos), prompts, tuple(int(s) for s in seeds),
-                          tuple(float(c) for c in cfgs), default_a, default_b)
+                          tuple(s.pins(axes, names) for s in settings), default_a, default_b)
 
 
-def checkpoint_best_cfg(store, run: str, sha: str, config: ReportConfig) -> float:
-    """The CFG with the best mean of `config.primary` on its prompts for one checkpoint (the report's choice)."""
+def checkpoint_best_setting(store, run: str, sha: str, config: ReportConfig) -> Setting:
+    """The setting with the best mean of `config.primary` on its prompts for one checkpoint (the report's choice)."""
     from ..scoring.registry import scorer_registry
     from ..scoring.results import metric_values
 
     values = metric_values(store, run, config.primary, config.metric_role(config.primary))
-    means = {cfg: Estimate(sum(v.values()) / len(v), 0.0, 0.0, len(v), 0)
-             for (s, cfg), v in values.items() if s == sha and v}
+    means = {setting: Estimate(sum(v.values()) / len(v), 0.0, 0.0, len(v), 0)
+             for (s, setting), v in values.items() if s == sha and v}
     if not means:
         raise InputError(f"no {config.primary} scores for this checkpoint on {config.prompt_role} prompts: "
-                         "choose a CFG instead of the best")
-    return best_cfg(means, scorer_registry()[config.primary].higher_is_better)
+                         "choose a setting instead of the best")
+    return best_setting(means, scorer_registry()[config.primary].higher_is_better)
+
+
+def pinned_setting(store, run: str, pins: str, names: dict[str, str]) -> Setting:
+    """The one setting of the run the AXIS=VALUE pins name (InputError naming the values that exist)."""
+    from ..scoring.results import run_settings
+
+    settings = run_settings(store, run)
+    if not settings:
+        raise InputError(f"run {run!r} has no sampled images")
+    (setting,) = judged_settings(Judge("at", tuple(parse_pins(pins).items())), settings, names)
+    return setting
 
 
 def compare(store, request: CompareRequest) -> Comparison:
     """The comparison `request` asks for; InputError for unknown checkpoints or images that were not sampled."""
-    from ..scoring.results import run_checkpoints
+    from ..scoring.results import checkpoint_names, run_checkpoints, run_settings
     from .view import primary_metric
 
-    checkpoints = {i.file_name: i for i in run_checkpoints(store, request.run).values()}
+    infos = run_checkpoints(store, request.run)
+    checkpoints = {i.file_name: i for i in infos.values()}
+    names = checkpoint_names(store.db)
     for name in (request.a, request.b):
         if name not in checkpoints:
             raise InputError(f"run {request.run!r} has no checkpoint {name!r} "
                              f"(checkpoints: {', '.join(checkpoints) or 'none'})")
     primary = primary_metric(store, request.run, request.primary)
     config = ReportConfig(primary=primary or request.primary, bootstrap=request.bootstrap)
+    pinned = pinned_setting(store, request.run, request.setting, names) if request.setting else None
+    among = run_settings(store, request.run)
     sides = []
     for name in (request.a, request.b):
         info = checkpoints[name]
-        if request.cfg is not None:
-            cfg = float(request.cfg)
+        if pinned is not None:
+            setting = pinned
         elif primary is None:
-            raise InputError(f"run {request.run!r} has no scores yet, so no best CFG: choose a CFG")
+            raise InputError(f"run {request.run!r} has no scores yet, so no best setting: choose a setting")
         else:
-            cfg = checkpoint_best_cfg(store, request.run, info.sha256, config)
-        sides.append(_side(store, request, info, cfg))
+            setting = checkpoint_best_setting(store, request.run, info.sha256, config)
+        sides.append(_side(store, request, info, setting, among, names))
     a, b = sides
     prompt, = store.db.execute("SELECT prompt FROM work WHERE key = ?", [a.key]).fetchone()
-    return Comparison(request.run, request.prompt, prompt, request.seed, primary, request.cfg is None,
+    return Comparison(request.run, request.prompt, prompt, request.seed, primary, pinned is None,
                       request.bootstrap.confidence, a, b,
                       _deltas(store, request, checkpoints[a.checkpoint].sha256, checkpoints[b.checkpoint].sha256,
                               a, b, config))
 
 
-def _side(store, request: CompareRequest, info, cfg: float) -> Side:
+def _side(store, request: CompareRequest, info, setting: Setting, among: list[Setting], names) -> Side:
+    from ..setting import short_label
+
+    where = short_label(setting, among, names)
     row = store.db.execute(
         "SELECT g.key, s.image_path FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
-        "WHERE g.run = ? AND w.checkpoint = ? AND g.prompt_id = ? AND w.seed = ? AND w.cfg = ?",
-        [request.run, info.sha256, request.prompt, request.seed, cfg]).fetchone()
+        "WHERE g.run = ? AND w.checkpoint = ? AND g.prompt_id = ? AND w.seed = ? AND g.setting = ?",
+        [request.run, info.sha256, request.prompt, request.seed, setting.key]).fetchone()
     if row is None:
         raise InputError(f"no sampled image of {info.file_name} for prompt {request.prompt!r}, seed {request.seed}, "
-                         f"CFG {cfg:g} in run {request.run!r}")
-    return Side(info.file_name, info.label, cfg, row[0], row[1])
+                         f"{where} in run {request.run!r}")
+    return Side(info.file_name, info.label, setting, where, row[0], row[1])
 
 
 def _deltas(store, request: CompareRequest, sha_a: str, sha_b: str, a: Side, b: Side,
@@ -163,21 +189,25 @@ def _deltas(store, request: CompareRequest, sha_a: str, sha_b: str, a: Side, b: 
     from ..scoring.registry import scorer_registry
 
     rows = store.db.execute(
-        "SELECT s.metric, w.checkpoint, g.prompt_id, w.seed, s.value, p.role FROM scores s "
+        "SELECT s.metric, s.key, w.checkpoint, g.prompt_id, w.seed, s.value, p.role FROM scores s "
         "JOIN grid_cells g ON g.key = s.key AND g.run = ? JOIN work w ON w.key = s.key "
         "JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id "
-        "WHERE s.value IS NOT NULL AND ((w.checkpoint = ? AND w.cfg = ?) OR (w.checkpoint = ? AND w.cfg = ?))",
-        [request.run, sha_a, a.cfg, sha_b, b.cfg]).fetchall()
+        "WHERE s.value IS NOT NULL AND ((w.checkpoint = ? AND g.setting = ?) OR (w.checkpoint = ? AND g.setting = ?))",
+        [request.run, sha_a, a.setting.key, sha_b, b.setting.key]).fetchall()
     values = defaultdict(lambda: ({}, {}))  # metric -> (A's, B's) {(prompt, seed): value} on the metric's prompts
     roles = defaultdict(set)  # metric -> the prompt roles of those values
     shown = defaultdict(dict)  # metric -> {"a"/"b": the shown image's value}
-    for metric, sha, prompt_id, seed, value, role in rows:
-        is_a = sha == sha_a and (prompt_id, int(seed)) == (request.prompt, request.seed)
-        is_b = sha == sha_b and (prompt_id, int(seed)) == (request.prompt, request.seed)
-        if is_a or is_b:
-            shown[metric]["a" if is_a else "b"] = float(value)
+    for metric, key, sha, prompt_id, seed, value, role in rows:
+        is_a, is_b = key == a.key, key == b.key  # the scores of exactly the images shown
+        if is_a:
+            shown[metric]["a"] = float(value)
+        if is_b:
+            shown[metric]["b"] = float(value)
         if config.metric_role(metric) in (None, role):
-            values[metric][sha == sha_b][(prompt_id, int(seed))] = float(value)
+            if sha == sha_a:
+                values[metric][0][(prompt_id, int(seed))] = float(value)
+            if sha == sha_b:
+                values[metric][1][(prompt_id, int(seed))] = float(value)
             roles[metric].add(role)
     out = []
     for name, scorer in scorer_registry().items():
@@ -223,15 +253,15 @@ def comparison_html(comparison: Comparison) -> str:
             '<input class="evs-split" type="range" min="0" max="100" value="50" '
             'aria-label="split: A on the left, B on the right"></div>'
             '<div class="evs-pair">'
-            f'<figure><img src="{src_a}" alt="A"><figcaption>A: {escape(a.label)}, CFG {a.cfg:g}</figcaption></figure>'
-            f'<figure><img src="{src_b}" alt="B"><figcaption>B: {escape(b.label)}, CFG {b.cfg:g}</figcaption></figure>'
+            f'<figure><img src="{src_a}" alt="A"><figcaption>A: {escape(a.label)}, {escape(a.where)}</figcaption></figure>'
+            f'<figure><img src="{src_b}" alt="B"><figcaption>B: {escape(b.label)}, {escape(b.where)}</figcaption></figure>'
             '</div></div></div>')
 
 
 def comparison_summary(comparison: Comparison) -> str:
-    """One Markdown line on how the CFGs were chosen and what the deltas mean."""
-    how = (f"each at its own best CFG by {comparison.primary}" if comparison.best_cfg
-           else f"both at CFG {comparison.a.cfg:g}")
-    return (f"A = **{comparison.a.label}** (CFG {comparison.a.cfg:g}), B = **{comparison.b.label}** "
-            f"(CFG {comparison.b.cfg:g}); {how}. Deltas are B − A; the paired mean is over every (prompt, seed) "
+    """One Markdown line on how the settings were chosen and what the deltas mean."""
+    how = (f"each at its own best setting by {comparison.primary}" if comparison.best_setting
+           else f"both at {comparison.a.where}")
+    return (f"A = **{comparison.a.label}** ({comparison.a.where}), B = **{comparison.b.label}** "
+            f"({comparison.b.where}); {how}. Deltas are B − A; the paired mean is over every (prompt, seed) "
             f"both have, with a {100 * comparison.confidence:g}% cluster-bootstrap interval.")

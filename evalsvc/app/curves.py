@@ -42,7 +42,8 @@ def recommendation_markdown(report: Report) -> str:
 
     c = report.config
     overall = report.recommendations["overall"]
-    lines = [f"**Recommended** by {c.primary} on {c.prompt_role} prompts: {pick(overall)}", ""]
+    lines = [f"**Recommended** by {c.primary} on {c.prompt_role} prompts, judged {c.judge.describe()} "
+             f"(--judge {c.judge.text}): {pick(overall)}", ""]
     lines += [f"- {reason}" for reason in overall.reasons]
     lines += [f"- {SERIES_TITLES[s]}: {pick(report.recommendations[s])}" for s in ("raw", "ema")
               if s in report.recommendations]
@@ -62,3 +63,11 @@ def curves_html(report: Report) -> str:
 
     return "".join(f'<figure class="evs-curve" data-metric="{escape(name)}">{figure_svg(fig, f"curve-{i}")}</figure>'
                    for i, (name, fig) in enumerate(report_figures(report)))
+
+
+def portability_section(report: Report) -> str:
+    """The report's portability heat maps (checkpoint x base, x stack), when the run has several."""
+    from ..report.portability import portability_html
+
+    return "".join(f'<div class="evs-portability-wrap"><h3>Portability: checkpoint x {escape(m.axis)}</h3>'
+                   f"{portability_html(m, report.config.primary)}</div>" for m in report.portability)

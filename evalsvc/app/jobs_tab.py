@@ -4,26 +4,50 @@ Named API endpoints `queue_job` and `jobs`. Jobs queued by `evalsvc sample/score
 the app owns the store show up here too.
 """
 
+from dataclasses import dataclass
+
 from ..errors import InputError
 
 JOB_HEADERS = ["job", "command", "run", "state", "by", "queued", "finished", "exit", "last line"]
 
 
-def job_request(command: str, run: str, suite: str, seeds: str, cfgs: str, steps, score: bool, metrics: str,
-                backbone: str) -> dict:
+@dataclass(frozen=True)
+class JobForm:
+    """The tab's fields as typed: comma lists as text, empty meaning the suite's (or the default)."""
+
+    command: str
+    run: str
+    suite: str = ""
+    seeds: str = ""
+    cfgs: str = ""
+    steps: str = ""
+    samplers: str = ""
+    lora_scales: str = ""
+    score: bool = False
+    metrics: str = ""
+    backbone: str = ""
+
+
+def job_request(form: JobForm) -> dict:
     """The job's JSON arguments from the tab's fields, checked as the command line would check them."""
     from ..work import check_sample_args, namespace, score_config
 
+    command = form.command
     if command not in ("sample", "score"):
         raise InputError(f"command must be sample or score, got {command!r}")
-    if not (run or "").strip():
+    if not (form.run or "").strip():
         raise InputError("choose a run")
-    args: dict = {"run": run}
+    args: dict = {"run": form.run}
     if command == "sample":
-        args.update(suite=suite.strip() or None, seeds=_numbers("seeds", seeds, int),
-                    cfg=_numbers("CFG values", cfgs, float), steps=int(steps) if steps else None, score=bool(score))
-    if command == "score" or score:
-        args.update(metrics=metrics.strip() or None, backbone=backbone.strip() or None)
+        args.update(suite=(form.suite or "").strip() or None, seeds=_numbers("seeds", form.seeds, int),
+                    cfg=_numbers("CFG values", form.cfgs, float), steps=_numbers("steps", form.steps, int),
+                    sampler=[v.strip() for v in (form.samplers or "").split(",") if v.strip()] or None,
+                    score=bool(form.score))
+        scales = _numbers("LoRA strengths", form.lora_scales, float)
+        if scales:
+            args["lora_scale"] = scales
+    if command == "score" or form.score:
+        args.update(metrics=(form.metrics or "").strip() or None, backbone=(form.backbone or "").strip() or None)
     checked = namespace(command, args)
     if command == "sample":
         check_sample_args(checked)
@@ -32,11 +56,15 @@ def job_request(command: str, run: str, suite: str, seeds: str, cfgs: str, steps
     return args
 
 
-def _numbers(name: str, text: str, kind) -> list | None:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+def _numbers(name: str, text, kind) -> list | None:
+    values = []
+    for item in (v.strip() for v in str(text or "").split(",")):
+        if not item:
+            continue
+        try:
+            values.append(kind(item))
+        except ValueError:
+            raise InputError(f"{name}: {item!r} in {text!r} is not a number") from None
     return values or None
 
 
@@ -60,10 +88,11 @@ def jobs_tab(state, run) -> None:
 
     from ..jobs import submit
 
-    def queue(run, command, suite, seeds, cfgs, steps, score, metrics, backbone, request: gr.Request):
+    def queue(run, command, suite, seeds, cfgs, steps, score, metrics, backbone, samplers, lora_scales,
+              request: gr.Request):
         try:
-            args = job_request(command, run, suite or "", seeds or "", cfgs or "", steps, score, metrics or "",
-                               backbone or "")
+            args = job_request(JobForm(command, run, suite or "", seeds or "", cfgs or "", steps or "",
+                                       samplers or "", lora_scales or "", bool(score), metrics or "", backbone or ""))
             with state.cursor() as db:
                 job_id = submit(db, command, args, getattr(request, "username", None) or "local")
         except InputError as exc:
@@ -84,7 +113,10 @@ def jobs_tab(state, run) -> None:
             suite = gr.Textbox(label="suite (name or .toml; empty: the run's queued cells)")
             seeds = gr.Textbox(label="seeds (e.g. 1,2,3; empty: the suite's)")
             cfgs = gr.Textbox(label="CFG values (e.g. 5,7; empty: the suite's)")
-            steps = gr.Number(value=0, precision=0, minimum=0, label="steps (0: the suite's)")
+            steps = gr.Textbox(label="steps (e.g. 20,30; empty: the suite's)")
+        with gr.Row():
+            samplers = gr.Textbox(label="samplers (e.g. euler,dpmpp_2m_karras; empty: the suite's)")
+            lora_scales = gr.Textbox(label="LoRA strengths (e.g. 0.6,0.8,1; empty: 1)")
         with gr.Row():
             score = gr.Checkbox(value=True, label="score after sampling")
             metrics = gr.Textbox(label="metrics (empty: every registered scorer)")
@@ -93,7 +125,8 @@ def jobs_tab(state, run) -> None:
         status = gr.Markdown()
         table = gr.Dataframe(headers=JOB_HEADERS, label="jobs, newest first")
         refresh = gr.Button("Refresh jobs")
-        button.click(queue, [run, command, suite, seeds, cfgs, steps, score, metrics, backbone], [status, table],
+        button.click(queue, [run, command, suite, seeds, cfgs, steps, score, metrics, backbone, samplers, lora_scales],
+                     [status, table],
                      api_name="queue_job")
         refresh.click(show, None, table, api_name="jobs")
         gr.Timer(5).tick(show, None, table, api_visibility="private")

@@ -39,12 +39,25 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     return centre - half, centre + half
 
 
-def human_leaderboard(db, run: str, config: BootstrapConfig = BootstrapConfig(resamples=300)) -> Leaderboard:
-    """Ratings by checkpoint file name of every candidate of `run`, voted on or not."""
+def voted_settings(db, run: str) -> list[str]:
+    """The setting keys of the run's checkpoint-pair votes, most votes first."""
+    return [k for k, _ in db.execute(
+        "SELECT left_setting, count(*) FROM votes WHERE run = ? AND left_setting = right_setting "
+        "AND left_checkpoint <> right_checkpoint GROUP BY left_setting ORDER BY 2 DESC, 1", [run]).fetchall()]
+
+
+def human_leaderboard(db, run: str, setting: str | None = None,
+                      config: BootstrapConfig = BootstrapConfig(resamples=300)) -> Leaderboard:
+    """Ratings by checkpoint file name of every candidate of `run`, voted on or not, from the votes at one setting
+    (a setting key; default: the setting with the most votes). Votes at different settings are never pooled."""
     names = dict(db.execute("SELECT c.sha256, c.file_name FROM run_checkpoints rc JOIN checkpoints c "
                             "ON c.sha256 = rc.sha256 WHERE rc.run = ? AND rc.role = 'candidate' ORDER BY c.file_name",
                             [run]).fetchall())
-    comparisons = [Comparison(names[c.a], names[c.b], c.outcome) for c in run_comparisons(db, run)
+    if setting is None:
+        voted = voted_settings(db, run)
+        setting = voted[0] if voted else None
+    comparisons = [Comparison(names[c.a], names[c.b], c.outcome)
+                   for c in (run_comparisons(db, run, setting) if setting is not None else [])
                    if c.a in names and c.b in names]
     return leaderboard(list(names.values()), comparisons, config)
 

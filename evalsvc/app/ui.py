@@ -15,7 +15,7 @@ from .grid import AXES, GridRequest, grid_page
 from .jobs_tab import jobs_tab
 
 DEFAULT = "(first)"
-BEST_CFG = "best"  # the Compare tab's CFG choice: each checkpoint at its own best CFG
+BEST_SETTING = "best"  # the Compare tab's setting choice: each checkpoint at its own best setting
 
 
 def _voter(request) -> str:
@@ -47,8 +47,7 @@ def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str],
             if image is None:
                 cells.append("<td></td>")
                 continue
-            title = escape(f"{image.checkpoint} ({image.weights}) | {image.prompt} | seed {image.seed} | "
-                           f"CFG {image.cfg:g}")
+            title = escape(image.tooltip())
             cells.append(f'<td><a href="/image/{image.image}" target="_blank"><img src="/image/{image.image}" '
                          f'data-key="{image.key}" title="{title}" width="128" loading="lazy"></a></td>')
         body.append(f"<tr><th>{escape(row)}</th>{''.join(cells)}</tr>")
@@ -69,21 +68,27 @@ def _grid_choices(state, run) -> dict[str, tuple[str, ...]]:
             return {axis: () for axis in AXES}
 
 
+def _filterable(axis: str, choices: dict[str, tuple[str, ...]]) -> bool:
+    """Whether the Grid shows a filter for `axis`: the core axes always, a setting axis when it varies."""
+    return axis in ("checkpoint", "weights", "cfg", "seed", "prompt") or len(choices[axis]) > 1
+
+
 def grid_tab(state, run) -> None:
     """Any two axes as rows and columns, the others as filters (dropdowns of the run's values); click to enlarge."""
     import gradio as gr
 
     from .cell import cell_details, cell_html
 
-    def show_grid(run, rows, columns, checkpoint, weights, cfg, seed, prompt, page):
-        filters = {axis: value for axis, value in zip(AXES, (checkpoint, weights, cfg, seed, prompt))
-                   if value and value != DEFAULT}
+    def show_grid(run, rows, columns, *values):
+        *values, page = values  # one filter per axis, in AXES order, then the page
+        filters = {axis: value for axis, value in zip(AXES, values) if value and value != DEFAULT}
         with _user_errors():
             return grid_html(state, run, rows, columns, filters, int(page or 0))
 
     def refresh_filters(run):
         choices = _grid_choices(state, run)
-        return [gr.update(choices=[DEFAULT, *choices[axis]], value=DEFAULT) for axis in AXES]
+        return [gr.update(choices=[DEFAULT, *choices[axis]], value=DEFAULT, visible=_filterable(axis, choices))
+                for axis in AXES]
 
     def cell(run: str, key: str) -> dict:
         """One grid image's settings, infotext and per-image scores."""
@@ -105,7 +110,7 @@ def grid_tab(state, run) -> None:
             page = gr.Number(value=0, precision=0, minimum=0, label="page")
         with gr.Row():
             filters = [gr.Dropdown([DEFAULT, *choices[axis]], value=DEFAULT, label=f"{axis} filter",
-                                   allow_custom_value=True) for axis in AXES]
+                                   allow_custom_value=True, visible=_filterable(axis, choices)) for axis in AXES]
         show = gr.Button("Show grid")
         grid = gr.HTML(js_on_load=GRID_JS, css_template=GRID_CSS)
         enlarged = gr.HTML(js_on_load=LIGHTBOX_JS, css_template=LIGHTBOX_CSS)
@@ -124,7 +129,7 @@ def vote_tab(state, run) -> None:
 
 
 def compare_tab(state, run) -> None:
-    """Two checkpoints on one prompt and seed, at one CFG or each at its best: overlay slider, metrics, deltas."""
+    """Two checkpoints on one prompt and seed, at one setting or each at its best: overlay slider, metrics, deltas."""
     import gradio as gr
 
     from .compare import (CompareRequest, compare, compare_choices, comparison_html, comparison_summary,
@@ -142,17 +147,17 @@ def compare_tab(state, run) -> None:
                 gr.update(choices=list(c.checkpoints), value=c.default_b),
                 gr.update(choices=list(c.prompts), value=c.prompts[0] if c.prompts else None),
                 gr.update(choices=[str(s) for s in c.seeds], value=str(c.seeds[0]) if c.seeds else None),
-                gr.update(choices=[BEST_CFG, *(f"{v:g}" for v in c.cfgs)], value=BEST_CFG)]
+                gr.update(choices=[BEST_SETTING, *c.settings], value=BEST_SETTING)]
 
-    def show_compare(run, a, b, prompt, seed, cfg):
+    def show_compare(run, a, b, prompt, seed, setting):
         with _user_errors():
             try:
-                seed, cfg = int(seed), None if cfg in (None, "", BEST_CFG) else float(cfg)
+                seed = int(seed)
             except (TypeError, ValueError):
-                raise InputError(f"seed must be an integer and CFG a number or {BEST_CFG!r}, "
-                                 f"got {seed!r} and {cfg!r}") from None
+                raise InputError(f"seed must be an integer, got {seed!r}") from None
+            setting = None if setting in (None, "", BEST_SETTING) else str(setting)
             with state.store.thread_view() as store:
-                result = compare(store, CompareRequest(run, a or "", b or "", prompt or "", seed, cfg))
+                result = compare(store, CompareRequest(run, a or "", b or "", prompt or "", seed, setting))
         return (comparison_html(result), comparison_summary(result),
                 {"headers": delta_headers(result.confidence), "data": delta_rows(result)})
 
@@ -166,8 +171,9 @@ def compare_tab(state, run) -> None:
                                  label="prompt")
             seed = gr.Dropdown([str(s) for s in c.seeds] if c else [],
                                value=str(c.seeds[0]) if c and c.seeds else None, label="seed")
-            cfg = gr.Dropdown([BEST_CFG, *(f"{v:g}" for v in c.cfgs)] if c else [BEST_CFG], value=BEST_CFG,
-                              label="CFG (best: each at its own best CFG)")
+            cfg = gr.Dropdown([BEST_SETTING, *c.settings] if c else [BEST_SETTING], value=BEST_SETTING,
+                              label="setting (best: each at its own best setting; or AXIS=VALUE,...)",
+                              allow_custom_value=True)
         go = gr.Button("Compare", variant="primary")
         summary = gr.Markdown()
         view = gr.HTML(js_on_load=SLIDER_JS, css_template=SLIDER_CSS)
@@ -180,13 +186,13 @@ def curves_tab(state, run) -> None:
     """Every metric against the epoch with intervals and the loss, the recommendation and the latest decision."""
     import gradio as gr
 
-    from .curves import curves_html, decision_markdown, gather_curves, recommendation_markdown
+    from .curves import curves_html, decision_markdown, gather_curves, portability_section, recommendation_markdown
 
     def show_curves(run):
         with _user_errors(), state.store.thread_view() as store:
             curves = gather_curves(store, run or "")
         return (recommendation_markdown(curves.report), decision_markdown(curves.decision),
-                f'<div class="evs-curves">{curves_html(curves.report)}</div>')
+                portability_section(curves.report) + f'<div class="evs-curves">{curves_html(curves.report)}</div>')
 
     with gr.Tab("Curves"):
         show = gr.Button("Show curves", variant="primary")

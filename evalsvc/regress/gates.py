@@ -5,6 +5,7 @@ A gates file is TOML; every key is optional:
     alpha = 0.05          # family-wise error rate of the gated metrics of one slice (Holm)
     power = 0.8           # for the reported smallest detectable change
     gate_slices = false   # true: the [metrics] rules also gate every prompt-tag slice
+    settings = ["steps=20,cfg=5"]  # gate only at these settings of the grid (default: at every one)
     [metrics.clip_t]
     margin = 0.01         # the candidate may be at most this much worse (metric units, oriented)
     [metrics.oracle]
@@ -31,6 +32,7 @@ from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from evalsvc.errors import InputError
+from evalsvc.setting import parse_pins
 from evalsvc.stats.bootstrap import BootstrapConfig
 from evalsvc.stats.noninferiority import INFORMATIONAL, OVERALL, Evaluation, Rule, gate_family
 from evalsvc.textfiles import read_toml
@@ -38,7 +40,7 @@ from evalsvc.textfiles import read_toml
 PRIMARY = "clip_t"
 DEFAULT_MARGIN = 0.01  # clip_t is a cosine (about 0.2 to 0.35): 0.01 is roughly a 3% loss of prompt adherence
 
-_TOP_KEYS = ("alpha", "power", "gate_slices", "description", "metrics", "slices")
+_TOP_KEYS = ("alpha", "power", "gate_slices", "description", "settings", "metrics", "slices")
 _RULE_KEYS = ("margin", "improve", "informational")
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -62,6 +64,7 @@ class Gates:
     alpha: float = 0.05
     power: float = 0.8
     gate_slices: bool = False
+    settings: tuple[str, ...] = ()  # AXIS=VALUE pins of the settings that gate (empty: every setting)
     source: str = field(default="gates", compare=False)
 
     def __post_init__(self):
@@ -84,6 +87,14 @@ class Gates:
         if empty:
             raise InputError(f"{self.source}: slices: a slice must be a non-empty prompt tag, got {empty[0]!r}")
 
+    def informational(self) -> "Gates":
+        """These gates with every rule informational (for a setting the file does not gate at)."""
+        def off(rules):
+            return {m: dataclasses.replace(r, informational=True) for m, r in rules.items()}
+
+        return dataclasses.replace(self, metrics=off(self.metrics),
+                                   slices={tag: off(rules) for tag, rules in self.slices.items()})
+
     def for_slice(self, tag: str = OVERALL) -> dict[str, Rule]:
         """Every known metric's rule on this slice (OVERALL or a prompt tag), in `known` order."""
         rules = dict.fromkeys(self.known, INFORMATIONAL)
@@ -101,6 +112,8 @@ class Gates:
 
         content = {"alpha": self.alpha, "power": self.power, "gate_slices": self.gate_slices,
                    "metrics": table(self.metrics), "slices": {tag: table(r) for tag, r in self.slices.items()}}
+        if self.settings:  # absent from older hashes: a file without it keeps its hash
+            content["settings"] = list(self.settings)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
@@ -140,7 +153,15 @@ def load_gates(path, known_metrics: Mapping[str, bool], known_slices: Collection
         _check_keys(where, ("slices", tag), _table(where, ("slices", tag), table), ("metrics",))
         slices[tag] = _rules(where, ("slices", tag, "metrics"), table.get("metrics", {}), known_metrics)
     settings = {name: data[name] for name in ("alpha", "power", "gate_slices") if name in data}
-    return Gates(dict(known_metrics), metrics, slices, source=where, **settings)
+    at = data.get("settings", [])
+    if not isinstance(at, list) or not all(isinstance(v, str) and v.strip() for v in at):
+        raise InputError(f"{where}: settings: must be a list of AXIS=VALUE texts such as \"steps=20,cfg=5\", got {at!r}")
+    for text in at:
+        try:
+            parse_pins(text)
+        except InputError as exc:
+            raise InputError(f"{where}: settings: {exc}") from None
+    return Gates(dict(known_metrics), metrics, slices, source=where, settings=tuple(at), **settings)
 
 
 def _table(where: str, key: tuple[str, ...], value) -> dict:

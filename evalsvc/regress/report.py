@@ -58,19 +58,21 @@ def _headline(result) -> str:
 
 
 def _setting(result) -> str:
-    cfgs = ", ".join(f"{c:g}" for c in result.cfgs)
     prompts = len({k for k in result.tags})
+    settings = "; ".join(result.settings.values())
+    many = len(result.settings) > 1
     return (f"suite `{result.suite_name}` [{result.suite_hash[:12]}], {prompts} prompts, {result.cells} paired "
-            f"(prompt, seed, CFG) cells at CFG {cfgs}; gates [{result.evaluation.gates_hash[:12]}]; "
+            f"(prompt, seed, setting) cells at {len(result.settings)} setting{'s' if many else ''} ({settings})"
+            f"{', gated at each' if many else ''}; gates [{result.evaluation.gates_hash[:12]}]; "
             f"{result.sampled_now} images sampled now, the rest reused")
 
 
 def _rows(results) -> list[str]:
-    lines = ["| slice | metric | Δ (+ = candidate better) | 95% CI | rule | p (Holm) | detectable | result |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | slice | metric | Δ (+ = candidate better) | 95% CI | rule | p (Holm) | detectable | result |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p = "–" if r.p_adjusted is None else f"{r.p_adjusted:.2g}"
-        lines.append(f"| {r.slice or 'all'} | {r.metric} {ARROW[r.higher_is_better]} | {_num(r.mean)} | "
+        lines.append(f"| {r.setting or '–'} | {r.slice or 'all'} | {r.metric} {ARROW[r.higher_is_better]} | {_num(r.mean)} | "
                      f"{_num(r.ci_low)} to {_num(r.ci_high)} | {_rule(r)} | {p} | {_size(r.detectable)} | "
                      f"{_result(r)} |")
     return lines
@@ -120,7 +122,8 @@ def report_json(result) -> dict:
         "candidate": {"ref": result.candidate.text, "sha256": result.candidate.sha256,
                       "file_name": result.candidate.file_name},
         "suite": {"name": result.suite_name, "hash": result.suite_hash}, "gates_hash": ev.gates_hash,
-        "cfgs": list(result.cfgs), "cells": result.cells, "failures": ev.lines(),
+        "cfgs": list(result.cfgs), "settings": list(result.settings.values()), "cells": result.cells,
+        "failures": ev.lines(),
         "results": [{**asdict(r), "worst": [[str(p), d] for p, d in r.worst], "underpowered": r.underpowered}
                     for r in ev.results],
     })
@@ -147,10 +150,10 @@ def render_html(result, images_root: Path) -> str:
     colour = "#1a7f37" if ev.verdict == "pass" else "#cf222e"
 
     def table(results) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("slice", "metric", "Δ (+ = candidate better)", "95% CI", "rule",
+        head = "".join(f"<th>{h}</th>" for h in ("setting", "slice", "metric", "Δ (+ = candidate better)", "95% CI", "rule",
                                                   "p (Holm)", "detectable", "result"))
         body = "".join(
-            f"<tr><td>{escape(r.slice or 'all')}</td><td>{escape(r.metric)} {ARROW[r.higher_is_better]}</td>"
+            f"<tr><td>{escape(r.setting or '–')}</td><td>{escape(r.slice or 'all')}</td><td>{escape(r.metric)} {ARROW[r.higher_is_better]}</td>"
             f"<td>{_num(r.mean)}</td><td>{_num(r.ci_low)} to {_num(r.ci_high)}</td><td>{escape(_rule(r))}</td>"
             f"<td>{'–' if r.p_adjusted is None else f'{r.p_adjusted:.2g}'}</td><td>{_size(r.detectable)}</td>"
             f"<td>{'' if r.passed is None else ('pass' if r.passed else '<b>FAIL</b>')}</td></tr>"
@@ -166,8 +169,9 @@ def render_html(result, images_root: Path) -> str:
             for side in ("baseline", "candidate"):
                 uri, small = image_data_uri(images_root / result.images[side][cell])
                 style = ' style="image-rendering:pixelated"' if small else ""
+                where = escape(result.settings.get(cell[2], ""))
                 pair.append(f'<figure><img src="{uri}" width="192"{style}><figcaption>{side}, seed {cell[1]}, '
-                            f'CFG {cell[2]:g}</figcaption></figure>')
+                            f'{where}</figcaption></figure>')
             row.append("".join(pair))
         strips.append(f"<h3>{escape(prompt)}</h3><div class=strip>{''.join(row)}</div>")
     failures = "".join(f"<li>{escape(r.explain())}</li>" for r in ev.failures)

@@ -2,8 +2,10 @@
 
 Both checkpoints join a run of their own (`regress-<baseline12>-<candidate12>`, with their base model), so
 the grid is planned, sampled and scored like any run and every cell sampled before is reused. Deltas are
-paired on (prompt, seed, CFG); the gates (`gates.py`) decide, and the verdict is stored with both
-checkpoints' hashes, the suite's hash and the gates' hash (`verdicts.py`).
+paired on (prompt, seed) at each setting of the grid (`evalsvc.setting`), and the gates (`gates.py`) decide at
+every setting (or at those the gates file names; the others are reported): the candidate passes only when it
+passes at each. The verdict is stored with both checkpoints' hashes, the suite's hash and the gates' hash
+(`verdicts.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..stats.bootstrap import BootstrapConfig
+from ..setting import parse_pins
 from ..stats.noninferiority import Evaluation
 from .refs import Ref, resolve_ref
 
@@ -37,11 +40,12 @@ class RegressResult:
     suite_name: str
     suite_hash: str
     cfgs: tuple[float, ...]
-    evaluation: Evaluation
-    cells: int  # paired (prompt, seed, CFG) cells
+    evaluation: Evaluation  # every setting's gate results (GateResult.setting names it)
+    cells: int  # paired (prompt, seed, setting) cells
     sampled_now: int
     tags: dict[str, tuple[str, ...]]  # prompt id -> its tags and role (the slices)
-    images: dict[str, dict[tuple[str, int, float], str]]  # "baseline"/"candidate" -> cell -> image path
+    images: dict[str, dict[tuple[str, int, str], str]]  # "baseline"/"candidate" -> (prompt, seed, setting) -> image
+    settings: dict[str, str] = field(default_factory=dict)  # setting key -> the setting in words
     scoring_note: str | None = None  # the scoring settings taken from the baseline's run, when any were
 
     @property
@@ -72,32 +76,54 @@ def _common_base(baseline: Ref, candidate: Ref) -> str | None:
 
 
 def _paired_scores(store, run: str, metrics: dict[str, bool], shas: tuple[str, str]):
-    """{metric: {(prompt, (seed, cfg)): value}} for baseline and candidate, on the cells both have."""
+    """{setting: ({metric: {(prompt, seed): value}} of the baseline, the same of the candidate)}, on the cells both
+    have at that setting."""
     from ..scoring.results import metric_values
 
-    sides: tuple[dict, dict] = ({}, {})
+    out: dict = {}
     for metric in metrics:
         values = metric_values(store, run, metric)
-        for side, sha in zip(sides, shas):
-            side[metric] = {(prompt, (seed, cfg)): value for (s, cfg), cells in values.items() if s == sha
-                            for (prompt, seed), value in cells.items()}
-        shared = set(sides[0][metric]) & set(sides[1][metric])
-        for side in sides:
-            side[metric] = {k: v for k, v in side[metric].items() if k in shared}
-            if not side[metric]:
-                del side[metric]
-    return sides
+        for setting in {s for (_, s) in values}:
+            base, cand = values.get((shas[0], setting), {}), values.get((shas[1], setting), {})
+            shared = set(base) & set(cand)
+            if shared:
+                sides = out.setdefault(setting, ({}, {}))
+                sides[0][metric] = {k: base[k] for k in shared}
+                sides[1][metric] = {k: cand[k] for k in shared}
+    return out
+
+
+def _evaluate(gates, paired: dict, tags, bootstrap, names) -> tuple[Evaluation, dict[str, str]]:
+    """Every setting's gate results in one evaluation (it fails when any setting fails)."""
+    from dataclasses import replace
+
+    from ..setting import Setting, select, short_label
+    from .gates import evaluate_gates
+
+    settings = sorted(paired, key=Setting.sort_key)
+    gated = set(settings)
+    if gates.settings:
+        gated = {s for text in gates.settings for s in select(settings, parse_pins(text), names,
+                                                               what=f"{gates.source}: settings:")}
+    results, labels = [], {}
+    for setting in settings:
+        label = short_label(setting, settings, names) if len(settings) > 1 else ""
+        base, cand = paired[setting]
+        evaluation = evaluate_gates(gates if setting in gated else gates.informational(), cand, base, tags, bootstrap)
+        results += [replace(r, setting=label) for r in evaluation.results]
+        labels[setting.key] = short_label(setting, settings, names)
+    return Evaluation(tuple(results), gates.content_hash()), labels
 
 
 def _images(store, run: str, shas: tuple[str, str]) -> dict[str, dict]:
     rows = store.db.execute(
-        "SELECT w.checkpoint, g.prompt_id, w.seed, w.cfg, s.image_path FROM grid_cells g JOIN work w ON w.key = g.key "
-        "JOIN samples s ON s.key = g.key WHERE g.run = ?", [run]).fetchall()
+        "SELECT w.checkpoint, g.prompt_id, w.seed, g.setting, s.image_path FROM grid_cells g JOIN work w "
+        "ON w.key = g.key JOIN samples s ON s.key = g.key WHERE g.run = ?", [run]).fetchall()
     out: dict[str, dict] = {"baseline": {}, "candidate": {}}
-    for sha, prompt, seed, cfg, image in rows:
+    for sha, prompt, seed, setting, image in rows:
         for name, side_sha in zip(("baseline", "candidate"), shas):
             if sha == side_sha:
-                out[name][(prompt, int(seed), float(cfg))] = image
+                out[name][(prompt, int(seed), setting)] = image
     return out
 
 
@@ -108,7 +134,7 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     from ..scoring.run_settings import inherit
     from ..scoring.runner import score_run
     from ..suites import load_suite
-    from .gates import default_gates, evaluate_gates, load_gates
+    from .gates import default_gates, load_gates
     from .verdicts import check_suite_unchanged
 
     suite = load_suite(request.suite)
@@ -132,11 +158,14 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
         inherit(db, run, baseline.sha256)
     scoring = score_run(store, run, score_config)
     shas = (baseline.sha256, candidate.sha256)
-    base_scores, cand_scores = _paired_scores(store, run, known, shas)
-    if not cand_scores:
+    paired = _paired_scores(store, run, known, shas)
+    if not paired:
         raise InputError(f"no per-image scores for run {run!r}: every scorer was skipped (see the lines above)")
-    evaluation = evaluate_gates(gates, cand_scores, base_scores, tags, request.bootstrap)
-    cells = max(len(v) for v in cand_scores.values())
-    cfgs = tuple(sorted({k[1][1] for v in cand_scores.values() for k in v}))
+    names = {baseline.sha256: baseline.file_name, candidate.sha256: candidate.file_name}
+    if base is not None:
+        names.setdefault(base, "base")
+    evaluation, labels = _evaluate(gates, paired, tags, request.bootstrap, names)
+    cells = sum(max(len(v) for v in cand.values()) for _, cand in paired.values())
+    cfgs = tuple(sorted({s.cfg for s in paired if s.cfg is not None}))
     return RegressResult(run, baseline, candidate, suite.name, suite.content_hash, cfgs, evaluation, cells,
-                         report.sampled, tags, _images(store, run, shas), scoring.settings)
+                         report.sampled, tags, _images(store, run, shas), scoring.settings, labels)

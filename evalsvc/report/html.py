@@ -11,6 +11,7 @@ from pathlib import Path
 from .markdown import (NO_DECISION, SERIES_TITLES, decision_note, decision_text, flags, metric_cell, metric_header,
                        pick, weights)
 from .model import Report
+from .portability import portability_html
 
 THUMBNAIL = 192  # longest side of an embedded image, in pixels; larger images are downscaled
 SHOWN = 128  # displayed width of an image, in CSS pixels
@@ -23,6 +24,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom
 table { border-collapse: collapse; font-size: 0.85em; } th, td { padding: 0.3em 0.6em; border: 1px solid #ddd; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 .wide { overflow-x: auto; } tr.recommended td { background: #fff7d6; font-weight: 600; }
+.evs-portability td.evs-heat { text-align: center; min-width: 9em; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 .plots figure { margin: 0; flex: 1 1 520px; max-width: 640px; }
 .plots svg { width: 100%; height: auto; }
@@ -59,7 +61,8 @@ def _recommendations(report: Report) -> str:
         if rec is None:
             continue
         chosen = escape(pick(rec).replace("**", ""))
-        parts.append(f"<p><strong>{title}</strong> by {escape(c.primary)} on {escape(c.prompt_role)} prompts: "
+        parts.append(f"<p><strong>{title}</strong> by {escape(c.primary)} on {escape(c.prompt_role)} prompts, judged "
+                     f"{escape(c.judge.describe())} (--judge {escape(c.judge.text)}): "
                      f"<strong>{chosen}</strong></p>")
         parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in rec.reasons) + "</ul>")
     parts.append("</div>")
@@ -88,7 +91,7 @@ def _decision(report: Report) -> str:
 def _leaderboard(report: Report) -> str:
     names = [m.name for m in report.metrics]
     recommended = report.recommendations["overall"].checkpoint
-    head = "".join(f"<th>{escape(h)}</th>" for h in ["checkpoint", "epoch", "weights", "CFG"] +
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["checkpoint", "epoch", "weights", "setting"] +
                    [metric_header(report, m) for m in names])
     rows = []
     for row in report.rows:
@@ -96,7 +99,7 @@ def _leaderboard(report: Report) -> str:
         star = " ★" if mark else ""  # U+2605 is in common text fonts; the emoji star is not
         cells = [f"<td>{escape(row.info.file_name)}{star}</td>",
                  f'<td class="num">{"–" if row.info.epoch is None else row.info.epoch}</td>',
-                 f"<td>{weights(row)}</td>", f'<td class="num">{row.cfg:g}</td>']
+                 f"<td>{weights(row)}</td>", f"<td>{escape(report.where(row.setting))}</td>"]
         cells += [f'<td class="num">{escape(metric_cell(row, m))}</td>' for m in names]
         rows.append(f"<tr{mark}>{''.join(cells)}</tr>")
     return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(rows) +
@@ -121,7 +124,7 @@ def _strips(report: Report) -> str:
     parts = []
     for strip in report.strips:
         info = strip.checkpoint
-        parts.append(f"<h3>{escape(info.label)}, CFG {strip.cfg:g} <small>({escape(strip.why)})</small></h3>")
+        parts.append(f"<h3>{escape(info.label)}, {escape(report.where(strip.setting))} <small>({escape(strip.why)})</small></h3>")
         parts.append('<div class="strip">')
         for image in strip.images:
             uri, upscaled = image_data_uri(image.path)
@@ -150,6 +153,8 @@ def render_html(report: Report) -> str:
         "<h2>Recommendation</h2>", _recommendations(report),
         "<h2>Release decision</h2>", _decision(report),
         "<h2>Leaderboard</h2>", _leaderboard(report),
+        *[part for m in report.portability for part in (f"<h2>Portability: checkpoint x {escape(m.axis)}</h2>",
+                                                       portability_html(m, report.config.primary))],
         "<h2>Metrics by epoch</h2>", _plots(report),
         *(["<h2>Images of the top candidates</h2>",
            f"<p>The same {escape(report.config.prompt_role)} prompts and seeds for every checkpoint, each at its "

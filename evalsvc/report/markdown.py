@@ -4,6 +4,7 @@ leaderboard, flags."""
 from __future__ import annotations
 
 from .model import CheckpointRow, Report
+from .portability import portability_markdown
 
 SERIES_TITLES = {"overall": "Recommended", "raw": "Among raw weights only", "ema": "Among EMA weights only"}
 
@@ -40,7 +41,7 @@ def pick(rec) -> str:
     if rec.checkpoint is None:
         return "none (every candidate is flagged)"
     epoch = "no epoch" if rec.epoch is None else f"epoch {rec.epoch}"
-    return f"**{_escape(rec.checkpoint)}** ({epoch}, {'EMA' if rec.ema else 'raw'}, CFG {rec.cfg:g})"
+    return f"**{_escape(rec.checkpoint)}** ({epoch}, {'EMA' if rec.ema else 'raw'}, {_escape(rec.where or '')})"
 
 
 def metric_header(report: Report, metric: str) -> str:
@@ -51,7 +52,7 @@ def metric_header(report: Report, metric: str) -> str:
 
 def flags(report: Report) -> list[str]:
     """One line per excluded checkpoint (memorisation, overcooking), from the overall recommendation."""
-    return [f"{v.name} (CFG {v.cfg:g}): {v.reason}" for v in report.recommendations["overall"].verdicts
+    return [f"{v.name} ({v.where}): {v.reason}" for v in report.recommendations["overall"].verdicts
             if v.status == "excluded"]
 
 
@@ -97,7 +98,8 @@ def render_markdown(report: Report) -> str:
     recommended = report.recommendations["overall"].checkpoint
     lines = [f"## evalsvc report: run `{report.run}`", ""]
     overall = report.recommendations["overall"]
-    lines += [f"**Recommended** by {c.primary} on {c.prompt_role} prompts: {pick(overall)}", ""]
+    lines += [f"**Recommended** by {c.primary} on {c.prompt_role} prompts, judged {c.judge.describe()} "
+              f"(--judge {c.judge.text}): {pick(overall)}", ""]
     lines += [f"- {_escape(reason)}" for reason in overall.reasons] + [""]
     for series in ("raw", "ema"):
         if series in report.recommendations:
@@ -106,17 +108,19 @@ def render_markdown(report: Report) -> str:
     lines += ["### Release decision", ""] + _decision_lines(report) + [""]
     names = [m.name for m in report.metrics]
     lines += ["### Leaderboard", "",
-              "| checkpoint | epoch | weights | CFG | " + " | ".join(metric_header(report, m) for m in names) + " |",
+              "| checkpoint | epoch | weights | setting | " + " | ".join(metric_header(report, m) for m in names) + " |",
               "|---|---:|---|---:|" + "---:|" * len(names)]
     for row in report.rows:
         name = _escape(row.info.file_name)
         name = f"**{name}** ⭐" if row.info.file_name == recommended else name
         epoch = "–" if row.info.epoch is None else str(row.info.epoch)
-        cells = [name, epoch, weights(row), f"{row.cfg:g}"] + [metric_cell(row, m) for m in names]
+        cells = [name, epoch, weights(row), _escape(report.where(row.setting))] + [metric_cell(row, m) for m in names]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
                   "(target, holdout) marks a metric judged on those prompts only.", "", "### Flags", ""]
     lines += [f"- {_escape(line)}" for line in flags(report)] or [
         "- No checkpoint is flagged (memorisation, overcooking)."]
+    for matrix in report.portability:
+        lines += ["", f"### Portability: checkpoint x {matrix.axis}", ""] + portability_markdown(matrix, c.primary)
     lines += ["", "### Notes", ""] + [f"- {note}" for note in report.notes()]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The data of a run's report, gathered from the store once for every output format.
 
-Every checkpoint is reported at its own best CFG for the primary metric (the CFG the recommendation
-judges it at). Prompts each metric is judged on: the primary metric and the adherence metrics
+Every checkpoint is reported at one setting (`evalsvc.setting`): its own best by the primary metric,
+or the one `--judge at:` pins; scores of different settings are never pooled. The recommendation is made
+under the judging policy (`stats.judge`), and says which. Prompts each metric is judged on: the primary metric and the adherence metrics
 (`ReportConfig.adherence`, which score an image against its prompt's text) on the primary's prompt
 role, the target prompts that show the concept being taught; every other metric on all the prompts
 it has values for (prompt role None): drift and drift_clip exist only on holdout prompts,
@@ -17,9 +18,13 @@ from pathlib import Path
 
 from ..decisions import Decision, decisions
 from ..errors import InputError
-from ..scoring.results import (AnalysisConfig, CheckpointInfo, leaderboard, run_checkpoints, run_recommendation,
-                               stored_metrics)
-from ..stats import BootstrapConfig, Estimate, Recommendation, best_cfg, estimate_scores
+from ..scoring.results import (AnalysisConfig, CheckpointInfo, checkpoint_names, leaderboard, run_checkpoints,
+                               run_recommendation, stored_metrics)
+from ..setting import Setting, short_label
+from ..stats import BootstrapConfig, Estimate, Recommendation, best_setting, estimate_scores
+from ..stats.judge import Judge, judged_settings
+from .portability import AXES as PORTABILITY_AXES
+from .portability import Portability, portability, portability_json
 
 SERIES = ("overall", "raw", "ema")  # the recommendations: all candidates, raw only, EMA only
 
@@ -34,6 +39,7 @@ class ReportConfig:
     strip_candidates: int = 3  # image strips for this many top candidates (and the base)
     strip_images: int = 4  # images per strip
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    judge: Judge = field(default_factory=Judge)
 
     def __post_init__(self):
         if not isinstance(self.primary, str) or not self.primary:
@@ -44,7 +50,8 @@ class ReportConfig:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
 
     def analysis(self, prompt_role: str | None, ema: bool | None = None) -> AnalysisConfig:
-        return AnalysisConfig(primary=self.primary, prompt_role=prompt_role, ema=ema, bootstrap=self.bootstrap)
+        return AnalysisConfig(primary=self.primary, prompt_role=prompt_role, ema=ema, bootstrap=self.bootstrap,
+                              judge=self.judge)
 
     def metric_role(self, metric: str) -> str | None:
         return self.prompt_role if metric == self.primary or metric in self.adherence else None
@@ -63,7 +70,7 @@ class MetricInfo:
 
 @dataclass(frozen=True)
 class SetValue:
-    """A set-level metric of one checkpoint at one CFG: the mean over its groups (one per prompt, or one for
+    """A set-level metric of one checkpoint at one setting: the mean over its groups (one per prompt, or one for
     the whole set), with a bootstrap interval over groups when there are several, else the scorer's std."""
 
     mean: float
@@ -76,12 +83,15 @@ class SetValue:
 
 @dataclass(frozen=True)
 class CheckpointRow:
-    """One checkpoint at its best CFG for the primary metric, with every metric's value there."""
+    """One checkpoint at its reported setting (its best for the primary metric, or the pinned one), with every
+    metric's value there, the runner-up setting, and the primary metric at every setting it was sampled at."""
 
     info: CheckpointInfo
-    cfg: float
+    setting: Setting
     metrics: dict[str, Estimate]
     set_metrics: dict[str, SetValue]
+    by_setting: dict[Setting, Estimate] = field(default_factory=dict)  # the primary metric
+    runner_up: Setting | None = None
 
 
 @dataclass(frozen=True)
@@ -100,10 +110,10 @@ class StripImage:
 
 @dataclass(frozen=True)
 class Strip:
-    """A few images of one checkpoint at its best CFG, on the same prompts and seeds as the other strips."""
+    """A few images of one checkpoint at its reported setting, on the same prompts and seeds as the other strips."""
 
     checkpoint: CheckpointInfo
-    cfg: float
+    setting: Setting
     why: str
     images: tuple[StripImage, ...]
 
@@ -119,6 +129,13 @@ class Report:
     strips: tuple[Strip, ...]
     unscored: tuple[str, ...]  # checkpoints without primary-metric values (not in `rows`)
     decisions: tuple[Decision, ...] = ()  # release candidates marked in the app, latest first
+    settings: tuple[Setting, ...] = ()  # every setting the run has images at
+    names: dict[str, str] = field(default_factory=dict)  # sha256 -> file name (bases, stacks)
+    portability: tuple[Portability, ...] = ()  # checkpoint x base (and x stack) when the run has several
+
+    def where(self, setting: Setting) -> str:
+        """A setting in words, by the axes that vary in this run."""
+        return short_label(setting, self.settings, self.names)
 
     def metric(self, name: str) -> MetricInfo:
         return next(m for m in self.metrics if m.name == name)
@@ -127,8 +144,10 @@ class Report:
         """What the numbers mean, in sentences shared by every format."""
         c = self.config
         adherence = [m.name for m in self.metrics if c.metric_role(m.name) is not None]
-        notes = [f"Each checkpoint is shown at its best CFG by the mean of {c.primary} on {c.prompt_role} prompts "
-                 "(the CFG the recommendation judges it at).",
+        shown = ("at " + c.judge.describe().removeprefix("every checkpoint at ") if c.judge.policy == "at"
+                 else f"at its best setting by the mean of {c.primary} on {c.prompt_role} prompts")
+        notes = [f"Each checkpoint is shown {shown}; scores of different settings are never pooled.",
+                 f"Judging policy (--judge {c.judge.text}): {c.judge.describe()}.",
                  f"{', '.join(adherence)} {'is' if len(adherence) == 1 else 'are'} judged on {c.prompt_role} prompts; "
                  "every other metric on all the prompts it has values for (drift only exists on holdout prompts).",
                  f"Brackets are {100 * c.bootstrap.confidence:g}% intervals of a nested bootstrap over prompts, "
@@ -155,25 +174,48 @@ def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Rep
                     for name, s in registry.items()
                     if name in image_metrics or (s.level == "set" and name in set_rows))
     checkpoints = run_checkpoints(store, run)
+    names = checkpoint_names(store.db)
     estimates = _estimates(store, run, image_metrics, config)
     primary = estimates[config.primary]
     higher = registry[config.primary].higher_is_better
+    pinned = None
+    if config.judge.policy == "at":
+        (pinned,) = judged_settings(config.judge, sorted({s for by in primary.values() for s in by},
+                                                         key=Setting.sort_key), names)
     rows = []
     for sha, info in checkpoints.items():
-        if sha not in primary:
+        by_setting = primary.get(sha, {})
+        if not by_setting or (pinned is not None and pinned not in by_setting):
             continue
-        cfg = best_cfg(primary[sha], higher)
-        rows.append(CheckpointRow(info, cfg,
-                                  {m: by[sha][cfg] for m, by in estimates.items() if cfg in by.get(sha, {})},
-                                  {m: v for m, by in set_rows.items() if (v := _set_value(by, sha, cfg, config))}))
+        setting = pinned or best_setting(by_setting, higher)
+        rest = {s: e for s, e in by_setting.items() if s != setting}
+        rows.append(CheckpointRow(info, setting,
+                                  {m: by[sha][setting] for m, by in estimates.items() if setting in by.get(sha, {})},
+                                  {m: v for m, by in set_rows.items() if (v := _set_value(by, sha, setting, config))},
+                                  dict(sorted(by_setting.items(), key=lambda kv: kv[0].sort_key())),
+                                  best_setting(rest, higher) if rest else None))
     if not any(r.info.role == "candidate" for r in rows):
         raise InputError(f"run {run!r} has no candidate checkpoint with {config.primary} scores on "
-                         f"{config.prompt_role} prompts")
+                         f"{config.prompt_role} prompts" + (f" at {config.judge.text}" if pinned else ""))
     recommendations = _recommendations(store, run, rows, config)
+    settings = tuple(sorted({s for by in primary.values() for s in by}, key=Setting.sort_key))
     return Report(run, config, metrics, tuple(rows), recommendations, _loss(store, run),
                   _strips(store, run, rows, recommendations["overall"], higher, config),
                   tuple(i.file_name for sha, i in checkpoints.items() if sha not in primary),
-                  tuple(decisions(store.db, run)))
+                  tuple(decisions(store.db, run)), settings, names,
+                  _portability(store, run, primary, checkpoints, names, higher, config))
+
+
+def _portability(store, run: str, primary, checkpoints, names, higher: bool, config: ReportConfig):
+    from ..scoring.results import metric_values
+
+    values = metric_values(store, run, config.primary, config.metric_role(config.primary))
+    from ..catalog import run_bases
+
+    bases = {b.file_name: b.sha256 for b in run_bases(store.db, run)}
+    matrices = (portability(axis, primary, values, names, list(checkpoints), bases, higher, config.bootstrap)
+                for axis in PORTABILITY_AXES)
+    return tuple(m for m in matrices if m is not None)
 
 
 def _check_request(store, run: str, config: ReportConfig, registry) -> None:
@@ -209,29 +251,29 @@ def _single(roles) -> str | None:
 
 
 def _estimates(store, run: str, metrics: list[str], config: ReportConfig):
-    """{metric: {sha: {cfg: Estimate}}} with each metric on its prompts."""
+    """{metric: {sha: {setting: Estimate}}} with each metric on its prompts."""
     by_role = defaultdict(list)
     for metric in metrics:
         by_role[config.metric_role(metric)].append(metric)
     out = {metric: defaultdict(dict) for metric in metrics}
     for role, names in by_role.items():
         for row in leaderboard(store, run, names, config.analysis(role)):
-            out[row.metric][row.checkpoint.sha256][row.cfg] = row.estimate
+            out[row.metric][row.checkpoint.sha256][row.setting] = row.estimate
     return out
 
 
 def _set_rows(store, run: str):
-    """{metric: {(sha, cfg): [(prompt_id, value, std, n)]}} of the run's set-level scores."""
+    """{metric: {(sha, setting): [(prompt_id, value, std, n)]}} of the run's set-level scores."""
     out = defaultdict(lambda: defaultdict(list))
-    for metric, sha, cfg, prompt_id, value, std, n in store.db.execute(
-            "SELECT metric, checkpoint, cfg, prompt_id, value, std, n FROM set_scores WHERE run = ? "
-            "AND value IS NOT NULL ORDER BY metric, checkpoint, cfg, prompt_id", [run]).fetchall():
-        out[metric][(sha, float(cfg))].append((prompt_id, float(value), std, int(n)))
+    for metric, sha, setting, prompt_id, value, std, n in store.db.execute(
+            "SELECT metric, checkpoint, setting, prompt_id, value, std, n FROM set_scores WHERE run = ? "
+            "AND value IS NOT NULL ORDER BY metric, checkpoint, setting, prompt_id", [run]).fetchall():
+        out[metric][(sha, Setting.from_key(setting))].append((prompt_id, float(value), std, int(n)))
     return out
 
 
-def _set_value(by_group, sha: str, cfg: float, config: ReportConfig) -> SetValue | None:
-    groups = by_group.get((sha, cfg))
+def _set_value(by_group, sha: str, setting: Setting, config: ReportConfig) -> SetValue | None:
+    groups = by_group.get((sha, setting))
     if not groups:
         return None
     images = sum(n for _, _, _, n in groups)
@@ -272,11 +314,11 @@ def _strips(store, run: str, rows: list[CheckpointRow], recommendation: Recommen
     chosen += [(r, "reference") for r in rows if r.info.role == "base"]
     if not chosen or config.strip_images == 0:
         return ()
-    wanted = {(r.info.sha256, r.cfg) for r, _ in chosen}
+    wanted = {(r.info.sha256, r.setting) for r, _ in chosen}
     cells = defaultdict(dict)
     order = []
     for cell in run_cells(store, run):
-        if cell.prompt_role == config.prompt_role and (cell.checkpoint, cell.cfg) in wanted:
+        if cell.prompt_role == config.prompt_role and (cell.checkpoint, cell.setting) in wanted:
             cells[cell.checkpoint][(cell.prompt_id, cell.seed)] = cell
             if (cell.prompt_id, cell.seed) not in order:
                 order.append((cell.prompt_id, cell.seed))
@@ -287,7 +329,7 @@ def _strips(store, run: str, rows: list[CheckpointRow], recommendation: Recommen
             seen.add(prompt_id)
             picked.append((prompt_id, seed))
     picked = (picked + [k for k in shared if k not in picked])[:config.strip_images]
-    return tuple(Strip(r.info, r.cfg, why, tuple(StripImage(c.image_path, c.prompt, c.seed) for k in picked
+    return tuple(Strip(r.info, r.setting, why, tuple(StripImage(c.image_path, c.prompt, c.seed) for k in picked
                                                   if (c := cells[r.info.sha256].get(k)) is not None))
                  for r, why in chosen)
 
@@ -299,26 +341,36 @@ def report_json(report: Report) -> dict:
     def estimate(e: Estimate) -> dict:
         return {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n, "n_prompts": e.clusters}
 
+    def setting(s: Setting | None) -> dict | None:
+        return None if s is None else s.as_dict(report.names)
+
     def checkpoint(row: CheckpointRow) -> dict:
         i = row.info
-        return {"name": i.file_name, "sha256": i.sha256, "epoch": i.epoch, "ema": i.ema, "role": i.role, "cfg": row.cfg}
+        return {"name": i.file_name, "sha256": i.sha256, "epoch": i.epoch, "ema": i.ema, "role": i.role,
+                "cfg": row.setting.cfg, "setting": setting(row.setting)}
 
     out = {"run": report.run, "primary": report.config.primary, "prompt_role": report.config.prompt_role,
-           "confidence": report.config.bootstrap.confidence, "notes": report.notes()}
+           "confidence": report.config.bootstrap.confidence, "policy": report.config.judge.text,
+           "settings": [setting(s) for s in report.settings], "notes": report.notes()}
     for series, key in zip(SERIES, ("recommendation", "recommendation_raw", "recommendation_ema")):
         if series in report.recommendations:
-            out[key] = _recommendation_json(report.recommendations[series], estimate)
+            out[key] = _recommendation_json(report.recommendations[series], estimate, setting, report.config.judge)
     out["metrics"] = {m.name: {"level": m.level, "higher_is_better": m.higher_is_better,
                                "prompt_role": m.prompts or "all",
                                "description": m.description} for m in report.metrics}
     out["checkpoints"] = [{**checkpoint(r), "metrics": {
-        name: {"cfg": r.cfg, **estimate(e), "higher_is_better": metrics[name].higher_is_better,
-               "prompt_role": metrics[name].prompts or "all"} for name, e in r.metrics.items()}}
+        name: {"cfg": r.setting.cfg, "setting": setting(r.setting), **estimate(e),
+               "higher_is_better": metrics[name].higher_is_better,
+               "prompt_role": metrics[name].prompts or "all"} for name, e in r.metrics.items()},
+        "runner_up": None if r.runner_up is None else {"setting": setting(r.runner_up),
+                                                       **estimate(r.by_setting[r.runner_up])},
+        "by_setting": [{"setting": setting(s), **estimate(e)} for s, e in r.by_setting.items()]}
         for r in report.rows]
     out["set_metrics"] = [{**checkpoint(r), "metrics": {
-        name: {"cfg": r.cfg, "mean": v.mean, "ci_low": v.ci_low, "ci_high": v.ci_high, "std": v.std,
+        name: {"cfg": r.setting.cfg, "setting": setting(r.setting), "mean": v.mean, "ci_low": v.ci_low, "ci_high": v.ci_high, "std": v.std,
                "groups": v.groups, "images": v.images, "higher_is_better": metrics[name].higher_is_better}
         for name, v in r.set_metrics.items()}} for r in report.rows if r.set_metrics]
+    out["portability"] = [portability_json(p, report.names) for p in report.portability]
     out["loss"] = [{"step": p.step, "epoch": p.epoch, "loss": p.loss} for p in report.loss]
     out["unscored"] = list(report.unscored)
     out["decisions"] = [{"checkpoint": d.checkpoint, "decided_by": d.decided_by, "reason": d.reason,
@@ -326,9 +378,13 @@ def report_json(report: Report) -> dict:
     return out
 
 
-def _recommendation_json(rec: Recommendation, estimate) -> dict:
-    return {"checkpoint": rec.checkpoint, "epoch": rec.epoch, "ema": rec.ema, "cfg": rec.cfg, "best": rec.best,
-            "best_cfg": rec.best_cfg, "reasons": list(rec.reasons),
-            "verdicts": [{"checkpoint": v.name, "epoch": v.epoch, "ema": v.ema, "cfg": v.cfg, "status": v.status,
+def _recommendation_json(rec: Recommendation, estimate, setting, judge: Judge) -> dict:
+    return {"checkpoint": rec.checkpoint, "epoch": rec.epoch, "ema": rec.ema,
+            "cfg": rec.setting.cfg if rec.setting else None, "setting": setting(rec.setting), "where": rec.where,
+            "policy": judge.text, "best": rec.best, "best_setting": setting(rec.best_setting),
+            "reasons": list(rec.reasons),
+            "verdicts": [{"checkpoint": v.name, "epoch": v.epoch, "ema": v.ema,
+                          "cfg": v.setting.cfg if v.setting else None, "setting": setting(v.setting),
+                          "where": v.where, "status": v.status,
                           **estimate(v.mean), "difference": None if v.difference is None else estimate(v.difference),
                           "reason": v.reason} for v in rec.verdicts]}

@@ -186,6 +186,12 @@ def read_lora_layers(path, tensors: dict[str, torch.Tensor], metadata: dict[str,
     return layers
 
 
+def _misfit(path, layer: LoraLayer, weight: torch.Tensor) -> CheckpointError:
+    return CheckpointError(path, f"LoRA layer {layer.component}.{layer.module} has shapes {tuple(layer.up.shape)} x "
+                                 f"{tuple(layer.down.shape)} that do not fit the base weight {tuple(weight.shape)}; "
+                                 "the LoRA was trained for another architecture")
+
+
 class WeightPatcher:
     """Applies LoRA deltas to a pipeline's weights in place and restores the pristine base exactly."""
 
@@ -217,10 +223,30 @@ class WeightPatcher:
                     self._patch(weight, pristine, layer, strength)
                 except (RuntimeError, ValueError):
                     self.restore()
-                    raise CheckpointError(
-                        path, f"LoRA layer {layer.component}.{layer.module} has shapes {tuple(layer.up.shape)} x "
-                              f"{tuple(layer.down.shape)} that do not fit the base weight {tuple(weight.shape)}; "
-                              "the LoRA was trained for another architecture") from None
+                    raise _misfit(path, layer, weight) from None
+                self._patched.add(slot)
+
+    def apply_many(self, parts: list[tuple[object, list[LoraLayer], float]]) -> None:
+        """Several LoRAs at once ((path, layers, strength) each): every touched weight is its pristine value plus
+        the sum of each LoRA's strength times its delta (computed in float32); the rest go back to pristine."""
+        deltas: dict[tuple[str, str], list[tuple[object, LoraLayer, float]]] = {}
+        for path, layers, strength in parts:
+            for layer in layers:
+                deltas.setdefault((layer.component, layer.module), []).append((path, layer, strength))
+        self._restore(self._patched - set(deltas))
+        with torch.no_grad():
+            for slot, items in deltas.items():
+                weight = self._weight(*slot)
+                if slot not in self._backup:
+                    self._backup[slot] = weight.detach().clone()
+                total = self._backup[slot].float()
+                for path, layer, strength in items:
+                    try:
+                        total = total + strength * layer.delta(weight.shape, weight.device)
+                    except (RuntimeError, ValueError):
+                        self.restore()
+                        raise _misfit(path, layer, weight) from None
+                weight.copy_(total.to(weight.dtype))
                 self._patched.add(slot)
 
     @staticmethod

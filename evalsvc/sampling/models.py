@@ -90,28 +90,41 @@ class CheckpointSwitcher:
         self.base = load_pipeline(base, device, dtype)
         self.patcher = WeightPatcher(self.base)
         self._module_names: dict[str, dict[str, str]] = {}
+        self._stack_layers: dict[str, list] = {}
 
-    def activate(self, row: CheckpointRow, lora_scale: float):
-        """(pipeline, text-encoder state name) with `row`'s weights in effect."""
-        if row.kind != "lora":
+    def _layers(self, row: CheckpointRow):
+        """A LoRA file's layers on the base pipeline (stack LoRAs are read once and kept)."""
+        tensors = load_tensors(row.path)
+        check_finite(row.path, tensors)
+        return read_lora_layers(row.path, tensors, row.metadata, self.base, self._module_names)
+
+    def activate(self, row: CheckpointRow, lora_scale: float, stack: tuple = ()):
+        """(pipeline, text-encoder state name) with `row`'s weights in effect, and the companion LoRAs of
+        `stack` ((CheckpointRow, strength) pairs) added on top."""
+        if row.kind != "lora" and not stack:
             self.patcher.restore()
-        if row.sha256 == self.base_row.sha256:
+        if row.kind in ("full", "diffusers", "unet") and row.sha256 != self.base_row.sha256 and stack:
+            raise CheckpointError(row.path, "a LoRA stack applies to the base model and LoRAs, not to other full "
+                                            "or UNet checkpoints")
+        if row.sha256 == self.base_row.sha256 and not stack:
             return self.base, "base"
-        if row.kind == "lora":
+        if row.kind == "lora" or stack:
             try:
-                tensors = load_tensors(row.path)
-                check_finite(row.path, tensors)
+                parts = [(row.path, self._layers(row), lora_scale)] if row.kind == "lora" else []
+                for stacked, strength in stack:
+                    if stacked.sha256 not in self._stack_layers:
+                        self._stack_layers[stacked.sha256] = self._layers(stacked)
+                    parts.append((stacked.path, self._stack_layers[stacked.sha256], strength))
+                if len(parts) == 1:
+                    self.patcher.apply(*parts[0])  # exactly the single-LoRA arithmetic
+                else:
+                    self.patcher.apply_many(parts)
             except CheckpointError:
                 self.patcher.restore()
                 raise
-            try:
-                layers = read_lora_layers(row.path, tensors, row.metadata, self.base, self._module_names)
-                self.patcher.apply(row.path, layers, lora_scale)
-            except CheckpointError:
-                self.patcher.restore()
-                raise
-            touches_text = any(layer.component != "unet" for layer in layers)
-            return self.base, (f"lora:{row.sha256}:{lora_scale}" if touches_text else "base")
+            touches_text = any(layer.component != "unet" for _, layers, _ in parts for layer in layers)
+            state = ";".join(f"{path}:{strength}" for path, _, strength in parts)
+            return self.base, (f"lora:{state}" if touches_text else "base")
         if row.kind == "unet":
             return self._with_unet(row), "base"
         if row.arch != self.base_row.arch:

@@ -20,7 +20,9 @@ from ..errors import CheckpointError, InputError
 from ..store.bulk import insert_rows
 from ..suites import Suite
 from .engine import CellSpec, PromptCache, decode_latents, denoise
-from .grid import GridOptions, grid_checkpoints, plan_grid
+from ..setting import StackedLora
+from .grid import (GridOptions, GridPlan, check_size, grid_checkpoints, grid_plan, parse_stack, pending_count,
+                   store_plan)
 from .imagestore import ImageStore, png_bytes
 from .infotext import Infotext
 from .models import CheckpointSwitcher, default_device
@@ -47,6 +49,14 @@ class SampleReport:
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    preview: str = ""  # the grid's size and time estimate, printed before sampling
+
+    def add(self, part: "SampleReport") -> None:
+        """Count another pass's cells into this report."""
+        self.sampled += part.sampled
+        self.failed += part.failed
+        self.failures += part.failures
+        self.seconds += part.seconds
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class PendingCell:
     key: str
     cell: CellSpec
     lora_scale: float
+    base: str | None = None  # the base a LoRA or UNet-only cell is sampled on
+    stack: tuple[StackedLora, ...] = ()  # companion LoRAs applied on top
 
 
 def image_store(store) -> ImageStore:
@@ -76,15 +88,16 @@ def _pending(db, keys: list[str]) -> dict[str, list[PendingCell]]:
     """The cells among `keys` not done yet, per checkpoint, in a stable order."""
     rows = db.execute(
         "SELECT w.key, w.checkpoint, w.prompt, w.negative, w.seed, w.cfg, w.steps, w.sampler, w.width, w.height, "
-        "w.clip_skip, w.lora_scale FROM work w WHERE w.key IN (SELECT unnest(?::VARCHAR[])) "
+        "w.clip_skip, w.lora_scale, w.base, w.stack FROM work w WHERE w.key IN (SELECT unnest(?::VARCHAR[])) "
         "AND w.state IN ('pending', 'failed') "
         "ORDER BY w.steps, w.sampler, w.width, w.height, w.prompt, w.seed, w.cfg",
         [keys],
     ).fetchall()
     by_checkpoint: dict[str, list[PendingCell]] = defaultdict(list)
-    for key, checkpoint, prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip, scale in rows:
+    for key, checkpoint, prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip, scale, base, stack \
+            in rows:
         cell = CellSpec(prompt, negative, seed, cfg, steps, sampler, width, height, clip_skip)
-        by_checkpoint[checkpoint].append(PendingCell(key, cell, scale))
+        by_checkpoint[checkpoint].append(PendingCell(key, cell, scale, base, parse_stack(stack)))
     return by_checkpoint
 
 
@@ -112,15 +125,15 @@ def _batches(cells: list[PendingCell], size: int):
             start += length
 
 
-def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float) -> str:
+def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float,
+                 stack: tuple[tuple[CheckpointRow, float], ...] = ()) -> str:
     spec = resolve_sampler(cell.sampler)
     model = base if row.kind in ("lora", "unet") and base is not None else row
     prompt = cell.prompt
-    lora_hashes: tuple[tuple[str, str], ...] = ()
-    if row.kind == "lora":
-        # A1111 applies a LoRA named in the prompt; with this tag the infotext re-creates the image there.
-        prompt = f"{prompt} <lora:{row.stem}:{lora_scale:g}>"
-        lora_hashes = ((row.stem, row.short_hash),)
+    loras = ([(row, lora_scale)] if row.kind == "lora" else []) + list(stack)
+    # A1111 applies a LoRA named in the prompt; with these tags the infotext re-creates the image there.
+    prompt = " ".join([prompt, *(f"<lora:{r.stem}:{s:g}>" for r, s in loras)])
+    lora_hashes: tuple[tuple[str, str], ...] = tuple((r.stem, r.short_hash) for r, _ in loras)
     return Infotext(
         prompt=prompt, negative=cell.negative, steps=cell.steps, sampler=spec.a1111_name,
         schedule_type=spec.schedule_type, cfg=cell.cfg, seed=cell.seed, width=cell.width, height=cell.height,
@@ -192,21 +205,32 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
     device = config.device or default_device()
     batch_size = config.batch_size or default_batch_size(device)
     dtype = getattr(torch, options.precision)
-    order = sorted(pending, key=lambda sha: (sha != (base.sha256 if base else None),
-                                             rows[sha].ema, rows[sha].epoch or 0, rows[sha].file_name))
+    groups = [(sha, scale, stack, [c for c in pending[sha] if (c.lora_scale, c.stack) == (scale, stack)])
+              for sha in pending for scale, stack in sorted({(c.lora_scale, c.stack) for c in pending[sha]},
+                                                            key=lambda v: (len(v[1]), v[0], str(v[1])))]
+    groups.sort(key=lambda g: (g[0] != (base.sha256 if base else None), rows[g[0]].ema, rows[g[0]].epoch or 0,
+                               rows[g[0]].file_name, len(g[2]), g[1]))
     progress = _Progress(sum(len(v) for v in pending.values()), config.progress)
     switcher = None
     cache = PromptCache()
     start = time.perf_counter()
+    dead: set[str] = set()  # checkpoints that failed to load
     try:
-        for sha in order:
-            row, cells = rows[sha], pending[sha]
+        for sha, scale, stack_spec, cells in groups:
+            row = rows[sha]
+            stack = tuple((rows[s.sha256], s.scale) for s in stack_spec)
+            if sha in dead:
+                sink.failed([c.key for c in cells], "its checkpoint failed to load")
+                report.failed += len(cells)
+                progress.update(len(cells), row.stem)
+                continue
             try:
                 if switcher is None:
                     switcher = CheckpointSwitcher(base or row, device, dtype)
-                pipe, te_state = switcher.activate(row, cells[0].lora_scale)
+                pipe, te_state = switcher.activate(row, scale, stack)
             except CheckpointError as exc:
                 progress.write(f"skipped {exc}")
+                dead.add(sha)
                 sink.checkpoint_failed(sha, exc.reason)
                 sink.failed([c.key for c in cells], exc.reason)
                 report.failed += len(cells)
@@ -223,7 +247,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                 per_image = (time.perf_counter() - t0) / len(batch)
                 results = []
                 for p, img in zip(batch, images):
-                    text = infotext_for(p.cell, row, base, p.lora_scale)
+                    text = infotext_for(p.cell, row, base, p.lora_scale, stack)
                     results.append((p.key, png_bytes(img, text), text, per_image))
                 sink.done(results)
                 report.sampled += len(batch)
@@ -236,23 +260,88 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
     return report
 
 
+def estimate_seconds(db, keys: list[str]) -> float | None:
+    """Seconds to sample the cells among `keys` without an image, from this store's own timings: the
+    median seconds per step and pixel of the images it sampled before (None when it has none)."""
+    rate = db.execute("SELECT median(s.seconds / (w.steps * w.width * w.height)) FROM samples s "
+                      "JOIN work w ON w.key = s.key WHERE s.seconds > 0").fetchone()[0]
+    if rate is None:
+        return None
+    work = db.execute("SELECT sum(steps * width * height) FROM work WHERE key IN (SELECT unnest(?::VARCHAR[])) "
+                      "AND state <> 'done'", [keys]).fetchone()[0]
+    return float(rate) * float(work or 0)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def grid_preview(db, plan: GridPlan, to_sample: int) -> str:
+    """`240 cells (6 settings x 40 per checkpoint...), 120 to sample, about 3 min by this store's timings`."""
+    estimate = estimate_seconds(db, plan.keys) if to_sample else 0.0
+    when = ("no timings in this store yet" if estimate is None
+            else f"about {_duration(estimate)} by this store's timings")
+    return (f"grid: {len(plan.keys)} cells over {len(plan.settings)} setting(s); {to_sample} to sample"
+            + (f", {when}" if to_sample else ""))
+
+
+def execute_on_bases(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow],
+                     bases: list[CheckpointRow], options: GridOptions, config: RunnerConfig,
+                     sink: ResultSink) -> SampleReport:
+    """`execute` once per base: the first base's pipeline samples every cell except the other bases' own cells and
+    their LoRA and UNet-only cells, which each of those samples on its own pipeline. `rows` holds every checkpoint the
+    cells name, their companion LoRAs included (`stack_rows`)."""
+    first = bases[0] if bases else None
+    by_sha = {b.sha256: b for b in bases}
+    groups: dict[str | None, dict[str, list[PendingCell]]] = defaultdict(lambda: defaultdict(list))
+    for sha, cells in pending.items():
+        for cell in cells:
+            on = cell.base if cell.base is not None else (sha if sha in by_sha else None)  # a base's own cells
+            groups[None if first is not None and on == first.sha256 else on][sha].append(cell)
+    report = SampleReport()
+    for on, part in sorted(groups.items(), key=lambda g: g[0] is not None):
+        report.add(execute(dict(part), rows, by_sha[on] if on is not None else first, options, config, sink))
+    return report
+
+
+def stack_rows(db, pending: dict[str, list[PendingCell]]) -> dict[str, CheckpointRow]:
+    """The catalog rows of the companion LoRAs the pending cells stack."""
+    from ..catalog import get_checkpoint
+
+    shas = {s.sha256 for cells in pending.values() for c in cells for s in c.stack}
+    return {sha: get_checkpoint(db, sha) for sha in shas}
+
+
 def sample_run(store, run: str, suite: Suite, options: GridOptions, config: RunnerConfig = RunnerConfig()) -> SampleReport:
     """Plan the grid of `run` on `suite`, then sample every cell not yet done."""
-    keys = plan_grid(store, run, suite, options)
+    plan = grid_plan(store.db, run, suite, options)
+    to_sample = pending_count(store.db, plan.keys)
+    check_size(plan, to_sample, options)
+    store_plan(store, suite, plan)
+    preview = "\n".join([*plan.notes, grid_preview(store.db, plan, to_sample)])
+    if config.progress:
+        print(preview, flush=True)
+    keys = plan.keys
     recover(store)
-    base, rows = grid_checkpoints(store.db, run)
+    bases, rows = grid_checkpoints(store.db, run)
     by_sha = {r.sha256: r for r in rows}
     pending = _pending(store.db, keys)
     pending = {sha: cells for sha, cells in pending.items() if sha in by_sha}
-    report = execute(pending, by_sha, base, options, config, ResultSink(store))
+    rows = {**by_sha, **stack_rows(store.db, pending)}
+    report = execute_on_bases(pending, rows, bases, options, config, ResultSink(store))
     report.cells_total = len(keys)
+    report.preview = preview
     return report
 
 
 def sample_queued(store, run: str, config: RunnerConfig = RunnerConfig()) -> SampleReport:
     """Sample the cells already queued for `run` (by the trainer, `watch` or an earlier plan) not done yet."""
     recover(store)
-    base, rows = grid_checkpoints(store.db, run)
+    bases, rows = grid_checkpoints(store.db, run)
     by_sha = {r.sha256: r for r in rows}
     keys_by_precision = store.db.execute(
         "SELECT w.precision, list(DISTINCT w.key) FROM grid_cells g JOIN work w ON w.key = g.key "
@@ -260,10 +349,8 @@ def sample_queued(store, run: str, config: RunnerConfig = RunnerConfig()) -> Sam
     report = SampleReport()
     for precision, keys in keys_by_precision:
         pending = {sha: cells for sha, cells in _pending(store.db, keys).items() if sha in by_sha}
-        part = execute(pending, by_sha, base, GridOptions(precision=precision), config, ResultSink(store))
+        part = execute_on_bases(pending, {**by_sha, **stack_rows(store.db, pending)}, bases,
+                                GridOptions(precision=precision), config, ResultSink(store))
         report.cells_total += len(keys)
-        report.sampled += part.sampled
-        report.failed += part.failed
-        report.failures += part.failures
-        report.seconds += part.seconds
+        report.add(part)
     return report

@@ -105,7 +105,7 @@ def sample_distributed(root, run: str, suite, options, config):
     from ..store import open_store
     from .grid import grid_checkpoints, grid_plan, plan_grid
     from .imagestore import ImageStore
-    from .runner import _pending, execute, recover
+    from .runner import _pending, execute_on_bases, recover, stack_rows
 
     # Without a GPU, accelerate joins the ranks over gloo only when asked for the CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -115,9 +115,10 @@ def sample_distributed(root, run: str, suite, options, config):
             recover(store)
     state.wait_for_everyone()
     with open_store(root, create=False, read_only=True) as store:
-        keys = [row[0] for row in grid_plan(store.db, run, suite, options)[0]]
-        base, rows = grid_checkpoints(store.db, run)
+        keys = grid_plan(store.db, run, suite, options).keys
+        bases, rows = grid_checkpoints(store.db, run)
         pending = _pending(store.db, keys)
+        stacked = stack_rows(store.db, pending)
         layout = store.layout
     by_sha = {r.sha256: r for r in rows}
     shas = sorted(sha for sha in pending if sha in by_sha)
@@ -126,7 +127,7 @@ def sample_distributed(root, run: str, suite, options, config):
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     rank_config = replace(config, device=config.device or device,
                           progress=config.progress and state.is_main_process)
-    report = execute(mine, by_sha, base, options, rank_config, sink)
+    report = execute_on_bases(mine, {**by_sha, **stacked}, bases, options, rank_config, sink)
     state.wait_for_everyone()
     if state.is_main_process:
         with open_store(root) as store:

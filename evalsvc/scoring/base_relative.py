@@ -1,5 +1,5 @@
 """Scorers that compare a checkpoint's image with the base model's image for the same prompt, seed and
-CFG (the engine gives both the same starting noise): overcooking and drift on holdout prompts."""
+setting (the engine gives both the same starting noise): overcooking and drift on holdout prompts."""
 
 from __future__ import annotations
 
@@ -36,20 +36,27 @@ class Overcook(_NeedsBase):
                    "(0 = like the base)")
 
     def compute(self, ctx, cells):
-        base_by_prompt = defaultdict(list)
+        base_by_prompt = defaultdict(list)  # (setting, prompt) -> the base's cells
         for cell in ctx.cells:
             if cell.is_base:
-                base_by_prompt[cell.prompt_id].append(cell)
-        all_base = [c for cs in base_by_prompt.values() for c in cs]
-        if len(all_base) < 2:
-            return []
-        spread = overcook.overcook_stats(_pixels(all_base))
+                base_by_prompt[(cell.setting, cell.prompt_id)].append(cell)
+        base_by_setting = defaultdict(list)
+        for (setting, _), group in base_by_prompt.items():
+            base_by_setting[setting].extend(group)
         out = []
         by_prompt = defaultdict(list)
         for cell in cells:
-            by_prompt[cell.prompt_id].append(cell)
-        for prompt_id, group in by_prompt.items():
-            base = base_by_prompt.get(prompt_id, [])
+            by_prompt[(cell.setting, cell.prompt_id)].append(cell)
+        spreads = {}
+        for (setting, prompt_id), group in by_prompt.items():
+            # the base's spread at the same setting (4-step images are not judged against 20-step ones)
+            all_base = base_by_setting.get(setting, [])
+            if len(all_base) < 2:
+                continue
+            if setting not in spreads:
+                spreads[setting] = overcook.overcook_stats(_pixels(all_base))
+            spread = spreads[setting]
+            base = base_by_prompt.get((setting, prompt_id), [])
             reference = overcook.overcook_stats(_pixels(base)) if base else spread
             stats = overcook.overcook_stats(_pixels(group))
             scores = overcook.overcook_score(stats, reference, spread=spread)
@@ -68,14 +75,14 @@ class _Drift(_NeedsBase):
 
     def pairs(self, ctx, cells):
         base = ctx.base_cells()
-        return [(c, base[(c.prompt_id, c.seed, c.cfg)]) for c in cells
-                if c.prompt_role == "holdout" and not c.is_base and (c.prompt_id, c.seed, c.cfg) in base]
+        return [(c, base[(c.prompt_id, c.seed, c.setting)]) for c in cells
+                if c.prompt_role == "holdout" and not c.is_base and (c.prompt_id, c.seed, c.setting) in base]
 
 
 class Drift(_Drift):
     name = "drift"
     version = "1"
-    description = "1 - SSIM between the image and the base's image of the same holdout prompt, seed and CFG"
+    description = "1 - SSIM between the image and the base's image of the same holdout prompt, seed and setting"
 
     def compute(self, ctx, cells):
         pairs = self.pairs(ctx, cells)
@@ -90,7 +97,7 @@ class DriftClip(_Drift):
     version = "1"
     needs_backbone = True
     weights = "an open_clip backbone"
-    description = "1 - cosine between the image's and the base image's embeddings (same holdout prompt, seed, CFG)"
+    description = "1 - cosine between the image's and the base image's embeddings (same holdout prompt, seed, setting)"
 
     def compute(self, ctx, cells):
         pairs = self.pairs(ctx, cells)

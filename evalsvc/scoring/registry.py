@@ -3,7 +3,7 @@
 A scorer is shaped like a torchmetrics metric: it declares `higher_is_better`, a `version` (bumped
 when its numbers change, so stored values are recomputed), whether it needs a CLIP backbone and the
 reference images, and the weights it needs. Image-level scorers give one value per sampled image;
-set-level ones one value per (checkpoint, CFG[, prompt]) group.
+set-level ones one value per (checkpoint, setting[, prompt]) group.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from .backbone import BackboneSpec, ClipBackbone
+from ..setting import Setting
 from .cells import ScoredCell
 
 
@@ -30,10 +31,10 @@ class ScoreRow:
 
 @dataclass(frozen=True)
 class SetScoreRow:
-    """One group's value: a checkpoint at a CFG, over all prompts (`prompt_id` "") or one prompt."""
+    """One group's value: a checkpoint at a setting, over all prompts (`prompt_id` "") or one prompt."""
 
     checkpoint: str
-    cfg: float
+    setting: Setting
     prompt_id: str
     value: float
     n: int
@@ -106,9 +107,9 @@ class ScoringContext:
         vectors = image_embeddings(self.store, self.backbone, files, self.config.batch_size, self.config.progress)
         return list(files.values()), np.stack([vectors[sha] for sha in files])
 
-    def base_cells(self) -> dict[tuple[str, int, float], ScoredCell]:
-        """The base model's cell for each (prompt, seed, CFG)."""
-        return {(c.prompt_id, c.seed, c.cfg): c for c in self.cells if c.is_base}
+    def base_cells(self) -> dict[tuple[str, int, Setting], ScoredCell]:
+        """The base model's cell for each (prompt, seed, setting)."""
+        return {(c.prompt_id, c.seed, c.setting): c for c in self.cells if c.is_base}
 
 
 class Scorer:

@@ -1,6 +1,7 @@
 """A run's stored scores as the statistics use them: leaderboard rows with CIs and the recommendation.
 
-Every checkpoint is judged at its own best CFG (by the mean of the primary metric). Flags exclude a
+Scores are never pooled across settings (`evalsvc.setting`); the judging policy (`stats.judge`) says at
+which setting each checkpoint counts: by default its own best by the mean of the primary metric. Flags exclude a
 checkpoint from the recommendation: memorisation (a share of its images closer to a training image
 than training images are to each other) and overcooking (images far more saturated, clipped and
 contrasty than the base's on the same prompts).
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..stats import BootstrapConfig, Candidate, Estimate, best_cfg, estimate_scores, recommend
+from ..setting import Setting, short_label
+from ..stats import BootstrapConfig, Candidate, Estimate, estimate_scores, recommend
+from ..stats.judge import Judge, Judged, judge_checkpoints
 from ..stats.recommend import Recommendation
 from .registry import scorer_registry
 
@@ -49,12 +52,13 @@ class AnalysisConfig:
     ema: bool | None = None  # only EMA (True) or only raw (False) checkpoints; None: both
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     flags: FlagThresholds = field(default_factory=FlagThresholds)
+    judge: Judge = field(default_factory=Judge)
 
 
 @dataclass(frozen=True)
 class LeaderboardRow:
     checkpoint: CheckpointInfo
-    cfg: float
+    setting: Setting
     metric: str
     estimate: Estimate
 
@@ -70,16 +74,30 @@ def run_checkpoints(store, run: str) -> dict[str, CheckpointInfo]:
 
 
 def metric_values(store, run: str, metric: str, prompt_role: str | None = None):
-    """{(checkpoint sha, cfg): {(prompt_id, seed): value}} of an image-level metric."""
+    """{(checkpoint sha, setting): {(prompt_id, seed): value}} of an image-level metric."""
     rows = store.db.execute(
-        "SELECT w.checkpoint, w.cfg, g.prompt_id, w.seed, s.value FROM scores s JOIN grid_cells g ON g.key = s.key "
-        "AND g.run = ? JOIN work w ON w.key = s.key JOIN prompts p ON p.suite_hash = g.suite_hash "
+        "SELECT w.checkpoint, g.setting, g.prompt_id, w.seed, s.value FROM scores s JOIN grid_cells g "
+        "ON g.key = s.key AND g.run = ? JOIN work w ON w.key = s.key JOIN prompts p ON p.suite_hash = g.suite_hash "
         "AND p.prompt_id = g.prompt_id WHERE s.metric = ? AND s.value IS NOT NULL AND (? IS NULL OR p.role = ?)",
         [run, metric, prompt_role, prompt_role]).fetchall()
-    out: dict[tuple[str, float], dict[tuple[str, int], float]] = defaultdict(dict)
-    for sha, cfg, prompt_id, seed, value in rows:
-        out[(sha, float(cfg))][(prompt_id, int(seed))] = float(value)
+    settings: dict[str, Setting] = {}
+    out: dict[tuple[str, Setting], dict[tuple[str, int], float]] = defaultdict(dict)
+    for sha, key, prompt_id, seed, value in rows:
+        setting = settings.setdefault(key, Setting.from_key(key))
+        out[(sha, setting)][(prompt_id, int(seed))] = float(value)
     return dict(out)
+
+
+def run_settings(store, run: str) -> list[Setting]:
+    """Every setting the run has sampled images at, in `Setting.sort_key` order."""
+    keys = [k for k, in store.db.execute("SELECT DISTINCT g.setting FROM grid_cells g JOIN samples s ON s.key = g.key "
+                                         "WHERE g.run = ?", [run]).fetchall()]
+    return sorted((Setting.from_key(k) for k in keys), key=Setting.sort_key)
+
+
+def checkpoint_names(db) -> dict[str, str]:
+    """sha256 -> file name of every checkpoint in the catalog, for naming bases and stacked LoRAs in settings."""
+    return dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())
 
 
 def stored_metrics(store, run: str) -> list[str]:
@@ -90,46 +108,77 @@ def stored_metrics(store, run: str) -> list[str]:
 
 
 def leaderboard(store, run: str, metrics: list[str], config: AnalysisConfig = AnalysisConfig()):
-    """Mean and nested-bootstrap CI per checkpoint x CFG x metric (on the configured prompts)."""
+    """Mean and nested-bootstrap CI per checkpoint x setting x metric (on the configured prompts)."""
     checkpoints = run_checkpoints(store, run)
     rows = []
     for metric in metrics:
-        for (sha, cfg), scores in sorted(metric_values(store, run, metric, config.prompt_role).items()):
+        values = metric_values(store, run, metric, config.prompt_role)
+        for sha, setting in sorted(values, key=lambda k: (k[0], k[1].sort_key())):
             if sha in checkpoints:
-                rows.append(LeaderboardRow(checkpoints[sha], cfg, metric, estimate_scores(scores, config.bootstrap)))
+                rows.append(LeaderboardRow(checkpoints[sha], setting, metric,
+                                           estimate_scores(values[(sha, setting)], config.bootstrap)))
     return rows
 
 
-def _flags(store, run: str, sha: str, cfg: float, thresholds: FlagThresholds) -> tuple[str, ...]:
+def _flags(store, run: str, sha: str, settings: tuple[Setting, ...], thresholds: FlagThresholds) -> tuple[str, ...]:
+    """Exclusion flags from the checkpoint's images at the settings it is judged at."""
     flags = []
     for metric, limit, text in (("memorised", thresholds.memorised_share, "memorisation: {:.0%} of images are "
                                  "near-copies of a training image (limit {:.0%})"),
                                 ("overcook", thresholds.overcook, "overcooked: mean overcook z-score {:.2f} "
                                  "against the base (limit {:.2f})")):
-        values = metric_values(store, run, metric).get((sha, cfg))
+        by_setting = metric_values(store, run, metric)
+        values = [v for s in settings for v in by_setting.get((sha, s), {}).values()]
         if values:
-            mean = sum(values.values()) / len(values)
+            mean = sum(values) / len(values)
             if mean > limit:
                 flags.append(text.format(mean, limit))
     return tuple(flags)
 
 
-def run_recommendation(store, run: str, config: AnalysisConfig = AnalysisConfig()) -> Recommendation:
-    """The earliest candidate not significantly worse than the best on the primary metric, each at its best CFG."""
-    registry = scorer_registry()
-    higher = registry[config.primary].higher_is_better
+def candidate_values(store, run: str, config: AnalysisConfig) -> dict[str, dict[Setting, dict]]:
+    """{candidate sha: {setting: primary-metric scores}} of the candidates the config selects."""
     checkpoints = run_checkpoints(store, run)
-    values = metric_values(store, run, config.primary, config.prompt_role)
-    per_checkpoint: dict[str, dict[float, dict]] = defaultdict(dict)
-    for (sha, cfg), scores in values.items():
+    per_checkpoint: dict[str, dict[Setting, dict]] = defaultdict(dict)
+    for (sha, setting), scores in metric_values(store, run, config.primary, config.prompt_role).items():
         info = checkpoints.get(sha)
         if info is not None and info.role == "candidate" and config.ema in (None, info.ema):
-            per_checkpoint[sha][cfg] = scores
+            per_checkpoint[sha][setting] = scores
+    return dict(per_checkpoint)
+
+
+def where(judged: Judged, among: list[Setting], names: dict[str, str]) -> str:
+    """Where a checkpoint was judged, in words, by the axes that vary in the run."""
+    if judged.setting is not None:
+        return short_label(judged.setting, among, names)
+    worst, mean = judged.worst
+    return f"mean over {len(judged.settings)} settings; worst {short_label(worst, among, names)} ({mean:.4g})"
+
+
+def judged_candidates(store, run: str, config: AnalysisConfig) -> tuple[dict[str, Judged], list[Candidate]]:
+    """Each candidate's judged scores under the config's policy, and the candidates for `recommend`."""
+    higher = scorer_registry()[config.primary].higher_is_better
+    checkpoints = run_checkpoints(store, run)
+    names = checkpoint_names(store.db)
+    per_checkpoint = candidate_values(store, run, config)
+    judged = judge_checkpoints(config.judge, per_checkpoint, higher, names)
+    among = sorted({s for by in per_checkpoint.values() for s in by}, key=Setting.sort_key)
     candidates = []
-    for sha, by_cfg in per_checkpoint.items():
-        means = {cfg: Estimate(sum(s.values()) / len(s), 0.0, 0.0, len(s), 0) for cfg, s in by_cfg.items()}
-        cfg = best_cfg(means, higher)
+    for sha, j in judged.items():
         info = checkpoints[sha]
-        candidates.append(Candidate(info.file_name, info.epoch, info.ema, cfg, by_cfg[cfg],
-                                    _flags(store, run, sha, cfg, config.flags)))
+        candidates.append(Candidate(info.file_name, info.epoch, info.ema, j.setting, j.scores,
+                                    _flags(store, run, sha, j.settings, config.flags), where(j, among, names)))
+    return judged, candidates
+
+
+def run_recommendation(store, run: str, config: AnalysisConfig = AnalysisConfig()) -> Recommendation:
+    """The earliest candidate not significantly worse than the best on the primary metric, each judged at the
+    setting the config's policy gives it."""
+    higher = scorer_registry()[config.primary].higher_is_better
+    _, candidates = judged_candidates(store, run, config)
+    if not candidates:
+        from ..errors import InputError
+
+        raise InputError(f"run {run!r}: no candidate has {config.primary} scores at the setting "
+                         f"--judge {config.judge.text} names")
     return recommend(candidates, higher, config.bootstrap)

@@ -42,7 +42,11 @@ def _selected(metrics: tuple[str, ...] | None) -> list:
 def _image_cells_to_score(store, scorer, version: str, cells):
     done = {key for key, in store.db.execute(
         "SELECT key FROM scores WHERE metric = ? AND version = ?", [scorer.name, version]).fetchall()}
-    return [c for c in cells if c.key not in done]
+    todo = {}
+    for c in cells:  # an image in several settings is scored once
+        if c.key not in done:
+            todo.setdefault(c.key, c)
+    return list(todo.values())
 
 
 def _store_image_rows(store, scorer, version: str, rows) -> None:
@@ -56,9 +60,9 @@ def _store_image_rows(store, scorer, version: str, rows) -> None:
 def _store_set_rows(store, run: str, scorer, version: str, rows: list[SetScoreRow]) -> None:
     with store.transaction() as db:
         db.execute("DELETE FROM set_scores WHERE run = ? AND metric = ?", [run, scorer.name])
-        insert_rows(db, "set_scores", ["run", "checkpoint", "cfg", "prompt_id", "metric", "version", "value", "std",
+        insert_rows(db, "set_scores", ["run", "checkpoint", "setting", "prompt_id", "metric", "version", "value", "std",
                                        "n", "details"],
-                    [[run, r.checkpoint, r.cfg, r.prompt_id, scorer.name, version, r.value, r.std, r.n,
+                    [[run, r.checkpoint, r.setting.key, r.prompt_id, scorer.name, version, r.value, r.std, r.n,
                       json.dumps(r.details or {})] for r in rows])
 
 
@@ -98,7 +102,7 @@ def score_run(store, run: str, config: ScoreConfig = ScoreConfig()) -> ScoreRepo
                 if _set_scores_current(store, run, scorer, version, cells):
                     rows = []
                 else:
-                    rows = [SetScoreRow(r.checkpoint, r.cfg, r.prompt_id, r.value, r.n, r.std,
+                    rows = [SetScoreRow(r.checkpoint, r.setting, r.prompt_id, r.value, r.n, r.std,
                                         {**(r.details or {}), "cells": str(len(cells))})
                             for r in scorer.compute(ctx, cells)]
                     _store_set_rows(store, run, scorer, version, rows)

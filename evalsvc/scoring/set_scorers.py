@@ -13,8 +13,12 @@ from .registry import Scorer, SetScoreRow
 def _groups(cells, by_prompt: bool):
     groups = defaultdict(list)
     for cell in cells:
-        groups[(cell.checkpoint, cell.cfg, cell.prompt_id if by_prompt else "")].append(cell)
+        groups[(cell.checkpoint, cell.setting, cell.prompt_id if by_prompt else "")].append(cell)
     return groups
+
+
+def _sorted(groups):
+    return sorted(groups.items(), key=lambda item: (item[0][0], item[0][1].sort_key(), item[0][2]))
 
 
 class Diversity(Scorer):
@@ -29,10 +33,10 @@ class Diversity(Scorer):
     def compute(self, ctx, cells):
         vectors = ctx.image_embeddings(cells)
         out = []
-        for (sha, cfg, prompt_id), group in sorted(_groups(cells, by_prompt=True).items()):
+        for (sha, setting, prompt_id), group in _sorted(_groups(cells, by_prompt=True)):
             if len(group) >= 2:
                 value = similarity.diversity(np.stack([vectors[c.image_sha256] for c in group]))
-                out.append(SetScoreRow(sha, cfg, prompt_id, value, len(group), details={"backbone": ctx.backbone.id}))
+                out.append(SetScoreRow(sha, setting, prompt_id, value, len(group), details={"backbone": ctx.backbone.id}))
         return out
 
 
@@ -48,12 +52,12 @@ class _Distribution(Scorer):
         vectors = ctx.image_embeddings(cells)
         _, reference = ctx.reference_embeddings
         out = []
-        for (sha, cfg, _), group in sorted(_groups(cells, by_prompt=False).items()):
+        for (sha, setting, _), group in _sorted(_groups(cells, by_prompt=False)):
             fake = np.stack([vectors[c.image_sha256] for c in group])
             if len(group) < 2 or len(reference) < 2:
                 continue
             result = distribution.DISTRIBUTION_METRICS[self.name](reference, fake)
-            out.append(SetScoreRow(sha, cfg, "", result.value, len(group), result.std, {
+            out.append(SetScoreRow(sha, setting, "", result.value, len(group), result.std, {
                 "backbone": ctx.backbone.id, "n_real": result.n_real, "n_fake": result.n_fake,
                 "subset_size": result.subset_size, "subsets": result.subsets, "feature_dim": result.feature_dim,
                 "resize": "open_clip preprocess (bicubic, antialias)", "versions": result.library_versions}))

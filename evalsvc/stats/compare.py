@@ -1,9 +1,10 @@
-"""Paired comparisons on shared (prompt, seed) cells, and each checkpoint's best CFG."""
+"""Paired comparisons on shared (prompt, seed) cells, and each checkpoint's best setting."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
+from ..setting import Setting
 from .bootstrap import BootstrapConfig, Estimate, checked_keys, cluster_bootstrap
 
 
@@ -22,9 +23,10 @@ def paired_difference(a: Mapping[tuple[Hashable, Hashable], float], b: Mapping[t
     return cluster_bootstrap([a[k] - b[k] for k in shared], [k[0] for k in shared], [k[1] for k in shared], config)
 
 
-def best_cfg(means: Mapping[float, Estimate], higher_is_better: bool):
-    """The CFG with the best mean; exactly equal means go to the lower CFG."""
+def best_setting(means: Mapping[Setting, Estimate], higher_is_better: bool) -> Setting:
+    """The setting with the best mean; exactly equal means go to the first in `Setting.sort_key` order
+    (the lower CFG, the fewer steps, ...)."""
     if not means:
-        raise ValueError("no CFG values to choose from")
+        raise ValueError("no settings to choose from")
     sign = 1.0 if higher_is_better else -1.0
-    return max(sorted(means), key=lambda cfg: sign * means[cfg].mean)
+    return max(sorted(means, key=Setting.sort_key), key=lambda s: sign * means[s].mean)

@@ -192,10 +192,12 @@ class GateResult:
     passed: bool | None
     detectable: float
     worst: tuple[tuple[Hashable, float], ...] = ()
+    setting: str = ""  # the setting it was judged at, in words ("" when there is one)
 
     @property
     def where(self) -> str:
-        return "overall" if self.slice == OVERALL else f"on slice {self.slice!r}"
+        place = "overall" if self.slice == OVERALL else f"on slice {self.slice!r}"
+        return f"{place} at {self.setting}" if self.setting else place
 
     @property
     def underpowered(self) -> bool:

@@ -23,6 +23,7 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..setting import Setting
 from .bootstrap import BootstrapConfig, Estimate, estimate_scores
 from .compare import paired_difference
 
@@ -31,14 +32,17 @@ STATUSES = ("recommended", "tied", "worse", "excluded")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One checkpoint at one CFG: its primary-metric scores per (prompt, seed) and any exclusion flags."""
+    """One checkpoint at the setting it is judged at: its primary-metric scores per (prompt, seed) and any
+    exclusion flags. `setting` is None when the scores span several settings (a robust judgement; then the
+    keys are (prompt, (seed, setting))); `where` says in words where it was judged ("CFG 5, 20 steps")."""
 
     name: str
     epoch: int | None
     ema: bool
-    cfg: float
+    setting: Setting | None
     scores: Mapping[tuple[Hashable, Hashable], float]
     flags: tuple[str, ...] = ()
+    where: str = ""
 
     def __post_init__(self):
         if self.epoch is not None and (isinstance(self.epoch, bool) or not isinstance(self.epoch, int)):
@@ -51,7 +55,7 @@ class Candidate:
     @property
     def label(self) -> str:
         epoch = "no epoch" if self.epoch is None else f"epoch {self.epoch}"
-        return f"{self.name} ({epoch}, {'EMA' if self.ema else 'raw'}, CFG {self.cfg:g})"
+        return f"{self.name} ({epoch}, {'EMA' if self.ema else 'raw'}{', ' + self.where if self.where else ''})"
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,8 @@ class Verdict:
     name: str
     epoch: int | None
     ema: bool
-    cfg: float
+    setting: Setting | None
+    where: str
     status: str
     mean: Estimate
     difference: Estimate | None
@@ -76,9 +81,10 @@ class Recommendation:
     checkpoint: str | None
     epoch: int | None
     ema: bool | None
-    cfg: float | None
+    setting: Setting | None
+    where: str | None
     best: str | None
-    best_cfg: float | None
+    best_setting: Setting | None
     reasons: tuple[str, ...]
     verdicts: tuple[Verdict, ...]
 
@@ -112,7 +118,7 @@ def recommend(candidates: Sequence[Candidate], higher_is_better: bool,
             status = "recommended"
         else:
             status = "tied" if i in passing else "worse"
-        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.cfg, status, means[i], diffs.get(i), text.verdict(i, status)))
+        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, status, means[i], diffs.get(i), text.verdict(i, status)))
 
     direction = "higher is better" if higher_is_better else "lower is better"
     reasons = [f"Best on the primary metric ({direction}): {candidates[best].label}, mean {text.mean(best)}.",
@@ -124,7 +130,7 @@ def recommend(candidates: Sequence[Candidate], higher_is_better: bool,
         reasons.append(f"Also not significantly worse than the best, but not earlier: {', '.join(later)}.")
     reasons += [f"Excluded {c.label}: {text.verdict(i, 'excluded')}" for i, c in enumerate(candidates) if c.flags]
     c = candidates[chosen]
-    return Recommendation(c.name, c.epoch, c.ema, c.cfg, candidates[best].name, candidates[best].cfg,
+    return Recommendation(c.name, c.epoch, c.ema, c.setting, c.where, candidates[best].name, candidates[best].setting,
                           tuple(reasons), tuple(verdicts))
 
 
@@ -135,9 +141,9 @@ def _validate(candidates: Sequence[Candidate], margin: float) -> None:
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     seen = set()
     for c in candidates:
-        if (c.name, c.cfg) in seen:
-            raise ValueError(f"candidate {c.name!r} at CFG {c.cfg:g} is given twice")
-        seen.add((c.name, c.cfg))
+        if (c.name, c.setting) in seen:
+            raise ValueError(f"candidate {c.name!r} at {c.where or 'one setting'} is given twice")
+        seen.add((c.name, c.setting))
 
 
 def _oriented(difference: Estimate, sign: float) -> Estimate:
@@ -153,8 +159,8 @@ def _all_flagged(candidates: Sequence[Candidate], means: list[Estimate]) -> Reco
     for c, mean in zip(candidates, means):
         why = "; ".join(c.flags) + "."
         reasons.append(f"Excluded {c.label}: {why}")
-        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.cfg, "excluded", mean, None, why))
-    return Recommendation(None, None, None, None, None, None, tuple(reasons), tuple(verdicts))
+        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, "excluded", mean, None, why))
+    return Recommendation(None, None, None, None, None, None, None, tuple(reasons), tuple(verdicts))
 
 
 @dataclass(frozen=True)

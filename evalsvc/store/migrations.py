@@ -1,8 +1,79 @@
-"""Named schema migrations, applied in order and recorded in the `migrations` table."""
+"""Named schema migrations, applied in order and recorded in the `migrations` table.
+
+A migration is SQL text, or a function of the connection for one that computes values in Python.
+"""
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[tuple[str, str], ...] = (
+from collections import defaultdict
+
+
+def _settings_0010(db) -> None:
+    """Every grid link records the setting it was requested at (`evalsvc.setting`).
+
+    Cells sampled before keep their keys and images; their setting is their own values, on the run's
+    base. The base model's and other non-LoRA cells are linked at every LoRA strength the run's LoRAs
+    were sampled at, so they stay the reference row of each. Set-level scores and votes gain the setting
+    where it is unambiguous; set scores that pooled the images of several settings are dropped (`score`
+    recomputes them).
+    """
+    from ..setting import Setting
+
+    rows = db.execute(
+        "SELECT g.run, g.suite_hash, g.prompt_id, g.key, w.cfg, w.steps, w.sampler, w.width, w.height, "
+        "w.lora_scale, w.clip_skip, w.precision, c.kind = 'lora', r.base_sha256, w.checkpoint FROM grid_cells g "
+        "JOIN work w ON w.key = g.key JOIN runs r ON r.name = g.run "
+        "LEFT JOIN checkpoints c ON c.sha256 = w.checkpoint").fetchall()
+    scales = defaultdict(set)
+    for run, *_, scale, _, _, is_lora, _, _ in rows:
+        if is_lora:
+            scales[run].add(float(scale))
+    links, by_checkpoint = [], defaultdict(lambda: defaultdict(set))  # (run, sha, cfg) -> setting -> keys
+    for run, suite, prompt_id, key, cfg, steps, sampler, width, height, scale, skip, precision, is_lora, base, sha \
+            in rows:
+        for s in ([float(scale)] if is_lora else sorted(scales[run]) or [1.0]):
+            setting = Setting(cfg=float(cfg), steps=int(steps), sampler=sampler, size=(int(width), int(height)),
+                              lora_scale=s, clip_skip=int(skip), precision=precision, base=base)
+            links.append([run, suite, prompt_id, key, setting.key])
+            by_checkpoint[(run, sha, float(cfg))][setting.key].add(key)
+    db.execute("CREATE TABLE grid_cells_0010 (run TEXT NOT NULL, suite_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, "
+               "key TEXT NOT NULL, setting TEXT NOT NULL, PRIMARY KEY (run, key, setting))")
+    if links:
+        db.execute("INSERT INTO grid_cells_0010 SELECT DISTINCT * FROM (SELECT unnest(?::VARCHAR[]), "
+                   "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]))",
+                   [list(c) for c in zip(*links)])
+    db.execute("DROP TABLE grid_cells")
+    db.execute("ALTER TABLE grid_cells_0010 RENAME TO grid_cells")
+
+    old = db.execute("SELECT run, checkpoint, cfg, prompt_id, metric, version, value, std, n, details, created_at "
+                     "FROM set_scores").fetchall()
+    db.execute("DROP TABLE set_scores")
+    db.execute("""CREATE TABLE set_scores (
+            run TEXT NOT NULL, checkpoint TEXT NOT NULL, setting TEXT NOT NULL, prompt_id TEXT NOT NULL,
+            metric TEXT NOT NULL, version TEXT NOT NULL, value DOUBLE, std DOUBLE, n INTEGER NOT NULL,
+            details JSON, created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (run, checkpoint, setting, prompt_id, metric))""")
+    for run, sha, cfg, prompt_id, metric, version, value, std, n, details, created in old:
+        settings = by_checkpoint.get((run, sha, float(cfg)), {})
+        if len({frozenset(keys) for keys in settings.values()}) == 1:  # the same images at each: not pooled
+            for setting in settings:
+                db.execute("INSERT INTO set_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [run, sha, setting, prompt_id, metric, version, value, std, n, details, created])
+
+    for table in ("vote_pairs", "votes"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN left_setting TEXT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN right_setting TEXT")
+    # A pair was drawn at one CFG of two checkpoints' cells: the setting both cells share in the run.
+    db.execute("""UPDATE vote_pairs SET left_setting = m.setting, right_setting = m.setting FROM (
+            SELECT p.token, min(gl.setting) AS setting FROM vote_pairs p
+            JOIN grid_cells gl ON gl.run = p.run AND gl.key = p.left_key
+            JOIN grid_cells gr ON gr.run = p.run AND gr.key = p.right_key AND gr.setting = gl.setting
+            GROUP BY p.token) m WHERE vote_pairs.token = m.token""")
+    db.execute("UPDATE votes SET left_setting = p.left_setting, right_setting = p.right_setting FROM vote_pairs p "
+               "WHERE p.token = votes.token")
+
+
+MIGRATIONS: tuple[tuple[str, object], ...] = (
     (
         "0001_catalog",
         """
@@ -232,6 +303,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             trigger TEXT,
             updated_at TIMESTAMP NOT NULL
         );
+        """,
+    ),
+    ("0010_settings", _settings_0010),
+    (
+        "0011_stacks",
+        """
+        ALTER TABLE work ADD COLUMN IF NOT EXISTS stack TEXT;
         """,
     ),
 )

@@ -114,7 +114,7 @@ def _migrate(db) -> None:
     for name, sql in _pending_migrations(db):
         db.execute("BEGIN TRANSACTION")
         try:
-            db.execute(sql)
+            sql(db) if callable(sql) else db.execute(sql)
             db.execute("INSERT INTO migrations (name) VALUES (?)", [name])
         except BaseException:
             db.execute("ROLLBACK")
