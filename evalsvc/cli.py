@@ -395,8 +395,10 @@ def cmd_verdicts(args) -> int:
 def cmd_serve(args) -> int:
     from .app.server import AppConfig, serve
 
+    from .votes import VoteConfig
+
     serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run,
-                                workers=args.workers))
+                                workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs)))
     return 0
 
 
@@ -557,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", type=Path, help="file of name:password lines (mode 600): the voters' logins")
     p.add_argument("--run", help="the run shown first (default: the first)")
     p.add_argument("--workers", type=int, default=1, help="threads running queued sampling and scoring jobs (default 1)")
+    p.add_argument("--vote-pairs", choices=("checkpoints", "settings"), default="checkpoints",
+                   help="what a blind vote compares: two checkpoints at one setting (default), or one checkpoint at "
+                        "two settings (\"is 30 steps better than 20?\")")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("doctor", help="versions of Python and the libraries against the lock, the GPU torch sees, and "

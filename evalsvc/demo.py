@@ -8,7 +8,10 @@
 5. the toy world's oracle reads every image back and prints adherence per epoch, raw and EMA;
 6. `evalsvc score` scores every image with the toy CLIP (clip_t, clip_i, nearest_train, oracle) and
    the recommendation (earliest epoch not significantly worse than the best on clip_t) is printed
-   for the raw and the EMA series, beside the oracle's best.
+   for the raw and the EMA series, beside the oracle's best;
+7. settings and portability (`demo_settings`): a few epochs at 2 CFG x 2 step counts x 2 LoRA strengths
+   on the purple prompts, each checkpoint's best setting; and the same epochs on a second base (a dark
+   finetune of the toy base), the portability matrix beside the oracle on both bases.
 
 Each step is a function of `DemoContext`, so later steps (scores, the app) slot in after these.
 Everything is written under the store folder (`./evalsvc-store` or `$EVALSVC_STORE`).
@@ -20,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .demo_settings import SettingsDemo, portability, sweep_settings
 from .demo_variants import MEMORISED, OVERCOOKED, BadVariants, train_bad_variants
 
 DEMO_RUN = "purple"
@@ -38,6 +42,7 @@ class DemoSettings:
     steps: int = 20
     sampler: str = "euler"
     variants: BadVariants | None = field(default_factory=BadVariants)
+    sweep: SettingsDemo | None = field(default_factory=SettingsDemo)  # settings and portability (demo_settings)
 
 
 @dataclass
@@ -210,6 +215,9 @@ def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSetti
         print_oracle(ctx)
         score(ctx)
         print_recommendations(ctx)
+        if settings.sweep is not None:
+            sweep_settings(ctx, settings.sweep)
+            portability(ctx, settings.sweep)
         print("\n" + render_status(store_status(store.db)))
     print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext); checkpoints in {ctx.models}")
     print(f"see `evalsvc status --store {root}`")

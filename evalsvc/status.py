@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .catalog import list_runs, run_checkpoints
+from .catalog import list_runs, run_bases, run_checkpoints
 
 
 def store_status(db) -> dict:
@@ -10,8 +10,10 @@ def store_status(db) -> dict:
     runs = []
     for name in list_runs(db):
         rows = run_checkpoints(db, name)
+        bases = [b.stem for b in run_bases(db, name)]
         counts = dict(db.execute(
-            "SELECT w.state, count(*) FROM grid_cells g JOIN work w ON w.key = g.key WHERE g.run = ? GROUP BY w.state",
+            "SELECT w.state, count(DISTINCT w.key) FROM grid_cells g JOIN work w ON w.key = g.key WHERE g.run = ? "
+            "GROUP BY w.state",
             [name]).fetchall())
         suites = [r[0] for r in db.execute(
             "SELECT DISTINCT s.name FROM grid_cells g JOIN suites s ON s.hash = g.suite_hash WHERE g.run = ? ORDER BY 1",
@@ -20,7 +22,8 @@ def store_status(db) -> dict:
             "name": name,
             "checkpoints": len(rows),
             "failed_checkpoints": sum(r.status == "failed" for r in rows),
-            "base": next((r.stem for r in rows if r.role == "base"), None),
+            "base": bases[0] if bases else None,  # the one the run's LoRAs were trained on
+            "bases": bases,
             "suites": suites,
             "cells_done": counts.get("done", 0),
             "cells_failed": counts.get("failed", 0),

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .setting import Setting, varying_axes
 from .stats.bradley_terry import Comparison, fit_strengths
 
 ANSWERS = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
@@ -67,6 +68,8 @@ class CastVote:
     right: str
     answer: str  # A, B, tie, both_bad
     winner: str | None
+    left_where: str = ""  # the two settings in words, by the axes they differ on ("" when they are the same)
+    right_where: str = ""
 
 
 def _now() -> datetime:
@@ -184,7 +187,11 @@ def record_vote(db, token: str, voter: str, answer: str) -> CastVote:
                     right_setting])
     except (duckdb.ConstraintException, duckdb.TransactionException):
         raise VoteRefused("this pair has already been answered") from None
-    names = dict(db.execute("SELECT sha256, file_name FROM checkpoints WHERE sha256 IN (?, ?)",
-                            [left, right]).fetchall())
+    names = dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())  # bases and stacks too
+    where = ("", "")
+    if left_setting and right_setting and left_setting != right_setting:
+        pair = (Setting.from_key(left_setting), Setting.from_key(right_setting))
+        axes = varying_axes(pair)
+        where = tuple(s.label(axes, names) for s in pair)
     winner = {"A": names[left], "B": names[right]}.get(answer)
-    return CastVote(names[left], names[right], answer, winner)
+    return CastVote(names[left], names[right], answer, winner, *where)

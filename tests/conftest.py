@@ -71,6 +71,19 @@ def sdxl_loras(sdxl_pipe, tmp_path_factory) -> list[Path]:
                               seed=1, sgm_names=True)
 
 
+def second_base_and_suite(folder: Path, holdout: bool = False) -> tuple[Path, Path]:
+    """Another tiny SD1.5 base (other random weights) saved as `other-sd15`, and a two-prompt suite (`square` a
+    holdout prompt when `holdout`), for runs with two bases."""
+    from evalsvc.toy.tiny import build_sd15_pipeline
+
+    other = folder / "other-sd15"
+    build_sd15_pipeline(seed=7).save_pretrained(other, safe_serialization=True)
+    suite = folder / "two.toml"
+    suite.write_text('name = "two"\n[[prompts]]\nid = "circle"\ntext = "a red circle"\n[[prompts]]\nid = "square"\n'
+                     'text = "a blue square"\n' + ('role = "holdout"\n' if holdout else ""))
+    return other, suite
+
+
 @pytest.fixture
 def store(tmp_path):
     from evalsvc.store import open_store
@@ -86,7 +99,7 @@ def short_demo(tmp_path_factory):
     Tests that write to the store copy it first (`copy_store`)."""
     from evalsvc.demo import DemoSettings
 
-    return _run_demo(tmp_path_factory, DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None))
+    return _run_demo(tmp_path_factory, DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None, sweep=None))
 
 
 @pytest.fixture(scope="session")

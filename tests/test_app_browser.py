@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APP_USERS, serve_app
+from conftest import APP_USERS, second_base_and_suite, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -214,3 +214,64 @@ def test_voting_in_chromium_changes_the_leaderboard(browser_available, chromium,
                     _open_tab(board, label)
                     board.wait_for_timeout(1000)  # let a tab that loads on select draw itself
                     _shoot(board, shots, f"main-{n}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}")
+
+
+@pytest.fixture
+def steps_and_bases(tmp_path, sd15_dir, sd15_loras):
+    """A store whose run `r` has two kohya LoRA epochs on two SD1.5 bases at 2 and 3 steps, scored with the toy
+    CLIP: steps and base are axes with two values each."""
+    from evalsvc.cli import main
+
+    other, suite = second_base_and_suite(tmp_path)
+    store = tmp_path / "store"
+    assert main(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir), "--base", str(other),
+                 *map(str, sd15_loras[:2])]) == 0
+    assert main(["sample", "--store", str(store), "--run", "r", "--suite", str(suite), "--seeds", "1,2", "--cfg", "5",
+                 "--steps", "2,3", "--sampler", "euler", "--size", "64x64", "--no-progress"]) == 0
+    assert main(["score", "--store", str(store), "--run", "r", "--backbone", "toy", "--no-progress"]) == 0
+    return store
+
+
+def _choose(page, label: str, value: str) -> None:
+    """Pick `value` in the Gradio dropdown labelled `label`, as a person does: open it, click the option."""
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
+def test_the_grid_puts_steps_and_base_on_its_axes_and_curves_show_the_portability_heat_map(
+        browser_available, chromium, steps_and_bases):
+    from evalsvc.app.server import AppConfig
+    from evalsvc.store import open_store
+
+    shots = _screenshots()
+
+    with open_store(steps_and_bases) as store, serve_app(store, APP_USERS, config=AppConfig(run="r")) as url:
+        page = _logged_in_page(chromium, url, "bob", ready=lambda page: page.get_by_role("tab").first)
+        _open_tab(page, "Grid")
+        _choose(page, "rows", "steps")
+        _choose(page, "columns", "base")
+        _choose(page, "checkpoint filter", "mychar-000002")
+        page.get_by_role("button", name="Show grid").click()
+        table = page.locator("table.evs-grid")
+        table.locator("img").first.wait_for()
+        header = [t.strip() for t in table.locator("tr").first.locator("th").all_text_contents()]
+        rows = [t.strip() for t in table.locator("tr > th:first-child").all_text_contents()][1:]
+        assert header == ["steps \\ base", "tiny-sd15", "other-sd15"] and rows == ["2", "3"]
+        titles = table.locator("img").evaluate_all("imgs => imgs.map(i => i.title)")
+        assert len(titles) == 4 and all("mychar-000002" in t for t in titles)
+        for title, (steps, base) in zip(titles, [("2", "tiny-sd15"), ("2", "other-sd15"), ("3", "tiny-sd15"),
+                                                  ("3", "other-sd15")]):
+            assert f"steps {steps}" in title and f"base {base}" in title  # each image sits in its own row and column
+        _shoot(page, shots, "grid-steps-by-base")
+
+        _open_tab(page, "Curves")
+        page.get_by_role("button", name="Show curves").click()
+        heat = page.locator("table.evs-portability")
+        heat.wait_for()
+        columns = [t.strip() for t in heat.locator("thead th").all_text_contents()]
+        assert columns == ["checkpoint", "base tiny-sd15", "base other-sd15"]
+        cells = heat.locator("td.evs-heat")
+        assert cells.count() == 2 * 2 + 2  # two LoRAs on both bases, each base on its own
+        colours = set(cells.evaluate_all("tds => tds.map(td => getComputedStyle(td).backgroundColor)"))
+        assert len(colours) > 1  # a heat map: the cells are shaded by their values
+        _shoot(page, shots, "curves-portability")

@@ -51,7 +51,7 @@ def test_demo_trains_registers_samples_and_scores_by_oracle(short_demo, copy_sto
     assert all(0 <= r["target"] <= 1 and 0 <= r["holdout"] <= 1 for r in rows)
     # A second run trains nothing and samples nothing new.
     again = copy_store(root)
-    settings = DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None)
+    settings = DemoSettings(epochs=2, seeds=(1,), steps=10, variants=None, sweep=None)
     assert run_demo(again, progress=False, settings=settings) == 0
     out = capsys.readouterr().out
     assert "already trained" in out and "0 sampled now" in out

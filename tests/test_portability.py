@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import second_base_and_suite
 from evalsvc.cli import main
 from evalsvc.setting import Setting
 from evalsvc.store import open_store
@@ -24,14 +25,8 @@ def _run(argv: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def three_bases(tmp_path_factory, sd15_dir, sdxl_dir, sd15_loras):
     """Run `r`: two kohya LoRA epochs trained on tiny-sd15, also sampled on a second SD1.5 base and an SDXL one."""
-    from evalsvc.toy.tiny import build_sd15_pipeline
-
     root = tmp_path_factory.mktemp("bases")
-    other = root / "other-sd15"
-    build_sd15_pipeline(seed=7).save_pretrained(other, safe_serialization=True)
-    suite = root / "two.toml"
-    suite.write_text('name = "two"\n[[prompts]]\nid = "circle"\ntext = "a red circle"\n'
-                     '[[prompts]]\nid = "square"\ntext = "a blue square"\nrole = "holdout"\n')
+    other, suite = second_base_and_suite(root, holdout=True)
     store = root / "store"
     code, out = _run(["add", "--store", str(store), "--run", "r", "--base", str(sd15_dir), "--base", str(other),
                       "--base", str(sdxl_dir), *map(str, sd15_loras[:2])])

@@ -84,8 +84,10 @@ def test_markdown_has_the_leaderboard_and_the_recommendation(short_demo, copy_st
     text = path.read_text(encoding="utf-8")
     data = json.loads(_report(root, root, "json", capsys))
     recommended = data["recommendation"]["checkpoint"]
-    assert "| checkpoint | epoch | weights | CFG | clip_t ↑ (target) |" in text
-    assert f"**Recommended** by clip_t on target prompts: **{recommended}**" in text
+    assert "| checkpoint | epoch | weights | setting | clip_t ↑ (target) |" in text
+    assert (f"**Recommended** by clip_t on target prompts, judged each checkpoint at its own best setting "
+            f"(--judge best): **{recommended}**") in text
+    assert f"| {data['checkpoints'][0]['name']} | " in text and "| CFG 5 |" in text  # one setting: named by its CFG
     assert f"| **{recommended}** ⭐ |" in text
     for checkpoint in data["checkpoints"]:
         e = checkpoint["metrics"]["clip_t"]

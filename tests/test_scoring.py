@@ -189,7 +189,7 @@ def test_leaderboard_and_recommendation_read_the_stored_scores(scored):
 
 
 def _set_rows(store, metric):
-    return store.db.execute("SELECT checkpoint, cfg, prompt_id, value, n, std, details FROM set_scores "
+    return store.db.execute("SELECT checkpoint, setting, prompt_id, value, n, std, details FROM set_scores "
                             "WHERE metric = ?", [metric]).fetchall()
 
 
@@ -239,19 +239,19 @@ def test_diversity_and_kid_are_per_group_from_the_cached_embeddings(scored):
         vectors = {sha: np.asarray(v) for sha, v in store.db.execute(
             "SELECT image_sha256, vector FROM embeddings WHERE backbone = ?", [backbone]).fetchall()}
         members = store.db.execute(
-            "SELECT w.checkpoint, w.cfg, s.image_sha256 FROM grid_cells g JOIN work w ON w.key = g.key "
+            "SELECT w.checkpoint, g.setting, s.image_sha256 FROM grid_cells g JOIN work w ON w.key = g.key "
             "JOIN samples s ON s.key = g.key WHERE g.run = 'purple'").fetchall()
         kids = _set_rows(store, "kid")
         diversity = _set_rows(store, "diversity")
     assert toy_clip_weights().exists() and backbone.startswith("ToyCLIP")
     assert diversity == []  # the short demo samples one seed per prompt: nothing to compare across seeds
     groups: dict = {}
-    for sha, cfg, image in members:
-        groups.setdefault((sha, cfg), []).append(vectors[image])
+    for sha, setting, image in members:  # one group per checkpoint and setting
+        groups.setdefault((sha, setting), []).append(vectors[image])
     reference = np.stack([vectors[sha] for sha in _reference_hashes(config.reference)])
-    assert {(sha, cfg) for sha, cfg, *_ in kids} == set(groups)
-    for sha, cfg, prompt_id, value, n, std, details in kids:
-        fake = np.stack(groups[(sha, cfg)])
+    assert {(sha, setting) for sha, setting, *_ in kids} == set(groups)
+    for sha, setting, prompt_id, value, n, std, details in kids:
+        fake = np.stack(groups[(sha, setting)])
         assert prompt_id == "" and n == len(fake) and std is not None
         assert value == pytest.approx(kid(reference, fake)[0], abs=1e-9)
         assert '"torchmetrics"' in details and f'"n_real": {len(reference)}' in details

@@ -17,8 +17,8 @@ from html import escape
 from ..errors import InputError
 from ..report.model import ReportConfig
 from ..setting import Setting, parse_pins, varying_axes
-from ..stats import BootstrapConfig, Estimate, best_setting, paired_difference
-from ..stats.judge import Judge, judged_settings
+from ..stats import BootstrapConfig, Estimate, paired_difference
+from ..stats.judge import Judge, judged_settings, pick_best
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,11 @@ def checkpoint_best_setting(store, run: str, sha: str, config: ReportConfig) -> 
     from ..scoring.results import metric_values
 
     values = metric_values(store, run, config.primary, config.metric_role(config.primary))
-    means = {setting: Estimate(sum(v.values()) / len(v), 0.0, 0.0, len(v), 0)
-             for (s, setting), v in values.items() if s == sha and v}
-    if not means:
+    mine = {setting: v for (s, setting), v in values.items() if s == sha and v}
+    if not mine:
         raise InputError(f"no {config.primary} scores for this checkpoint on {config.prompt_role} prompts: "
                          "choose a setting instead of the best")
-    return best_setting(means, scorer_registry()[config.primary].higher_is_better)
+    return pick_best(mine, scorer_registry()[config.primary].higher_is_better)[0]
 
 
 def pinned_setting(store, run: str, pins: str, names: dict[str, str]) -> Setting:

@@ -205,12 +205,15 @@ def curves_tab(state, run) -> None:
 def leaderboard_tab(state, run) -> None:
     import gradio as gr
 
-    from .leaderboard import human_leaderboard, metric_agreement
+    from ..setting import Setting, varying_axes
+    from .leaderboard import human_leaderboard, metric_agreement, voted_settings
 
     def show_leaderboard(run):
         with state.cursor() as db:
             board = human_leaderboard(db, run)
             agreement = metric_agreement(db, run)
+            voted = [Setting.from_key(k) for k in voted_settings(db, run)]
+            names = dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())
         table = [[i + 1, r.player, round(r.rating), f"{r.ci_low:.0f} to {r.ci_high:.0f}" if r.votes else "no votes",
                   r.votes]
                  for i, r in enumerate(board.ratings)]
@@ -219,6 +222,9 @@ def leaderboard_tab(state, run) -> None:
         note = ("no votes yet" if not any(r.votes for r in board.ratings) else
                 f"about {needed:.0f} more votes to separate the top two" if needed not in (None, float("inf")) else
                 "the top two are tied so far")
+        if len(voted) > 1:  # votes at different settings are never pooled
+            note += (f"; ranked from the votes at {voted[0].label(varying_axes(voted), names)}, the setting with the most "
+                     f"votes ({len(voted)} settings have votes)")
         return table, agree, note
 
     with gr.Tab("Leaderboard"):
@@ -293,6 +299,9 @@ def build_vote_blocks(state, run: str):
                 cast = record_vote(db, token or "", _voter(request), answer)
             except InputError as exc:
                 raise gr.Error(str(exc)) from None
+        if cast.left_where:
+            return (f"Recorded {answer}. A was **{cast.left}** at {escape(cast.left_where)}, B was the same "
+                    f"checkpoint at {escape(cast.right_where)}.")
         return f"Recorded {answer}. A was **{cast.left}**, B was **{cast.right}**."
 
     with gr.Blocks(title="blind vote") as blocks:

@@ -168,4 +168,5 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     cells = sum(max(len(v) for v in cand.values()) for _, cand in paired.values())
     cfgs = tuple(sorted({s.cfg for s in paired if s.cfg is not None}))
     return RegressResult(run, baseline, candidate, suite.name, suite.content_hash, cfgs, evaluation, cells,
-                         report.sampled, tags, _images(store, run, shas), scoring.settings, labels)
+                         report.sampled, tags, _images(store, run, shas), scoring_note=scoring.settings,
+                         settings=labels)

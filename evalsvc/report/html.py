@@ -99,7 +99,7 @@ def _leaderboard(report: Report) -> str:
         star = " ★" if mark else ""  # U+2605 is in common text fonts; the emoji star is not
         cells = [f"<td>{escape(row.info.file_name)}{star}</td>",
                  f'<td class="num">{"–" if row.info.epoch is None else row.info.epoch}</td>',
-                 f"<td>{weights(row)}</td>", f"<td>{escape(report.where(row.setting))}</td>"]
+                 f"<td>{weights(row)}</td>", f"<td>{escape(report.where(row.setting, row.info))}</td>"]
         cells += [f'<td class="num">{escape(metric_cell(row, m))}</td>' for m in names]
         rows.append(f"<tr{mark}>{''.join(cells)}</tr>")
     return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(rows) +
@@ -124,7 +124,7 @@ def _strips(report: Report) -> str:
     parts = []
     for strip in report.strips:
         info = strip.checkpoint
-        parts.append(f"<h3>{escape(info.label)}, {escape(report.where(strip.setting))} <small>({escape(strip.why)})</small></h3>")
+        parts.append(f"<h3>{escape(info.label)}, {escape(report.where(strip.setting, strip.checkpoint))} <small>({escape(strip.why)})</small></h3>")
         parts.append('<div class="strip">')
         for image in strip.images:
             uri, upscaled = image_data_uri(image.path)

@@ -114,7 +114,7 @@ def render_markdown(report: Report) -> str:
         name = _escape(row.info.file_name)
         name = f"**{name}** ⭐" if row.info.file_name == recommended else name
         epoch = "–" if row.info.epoch is None else str(row.info.epoch)
-        cells = [name, epoch, weights(row), _escape(report.where(row.setting))] + [metric_cell(row, m) for m in names]
+        cells = [name, epoch, weights(row), _escape(report.where(row.setting, row.info))] + [metric_cell(row, m) for m in names]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
                   "(target, holdout) marks a metric judged on those prompts only.", "", "### Flags", ""]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..decisions import Decision, decisions
 from ..errors import InputError
-from ..scoring.results import (AnalysisConfig, CheckpointInfo, checkpoint_names, leaderboard, run_checkpoints,
-                               run_recommendation, stored_metrics)
-from ..setting import Setting, short_label
-from ..stats import BootstrapConfig, Estimate, Recommendation, best_setting, estimate_scores
-from ..stats.judge import Judge, judged_settings
+from ..scoring.results import (AnalysisConfig, CheckpointInfo, checkpoint_names, leaderboard, metric_values,
+                               run_checkpoints, run_recommendation, stored_metrics)
+from ..setting import Setting, varying_axes
+from ..stats import BootstrapConfig, Estimate, Recommendation, estimate_scores
+from ..stats.judge import Judge, judged_settings, pick_best
 from .portability import AXES as PORTABILITY_AXES
 from .portability import Portability, portability, portability_json
 
@@ -133,9 +133,12 @@ class Report:
     names: dict[str, str] = field(default_factory=dict)  # sha256 -> file name (bases, stacks)
     portability: tuple[Portability, ...] = ()  # checkpoint x base (and x stack) when the run has several
 
-    def where(self, setting: Setting) -> str:
-        """A setting in words, by the axes that vary in this run."""
-        return short_label(setting, self.settings, self.names)
+    def where(self, setting: Setting, checkpoint: CheckpointInfo | None = None) -> str:
+        """A setting in words, by the axes that vary in this run (without the LoRA strength for a base model's
+        row: its images are the same at every strength)."""
+        axes = [a for a in varying_axes(self.settings) or ("cfg",)
+                if not (a == "lora_scale" and checkpoint is not None and checkpoint.role == "base")]
+        return setting.label(axes, self.names)
 
     def metric(self, name: str) -> MetricInfo:
         return next(m for m in self.metrics if m.name == name)
@@ -144,7 +147,7 @@ class Report:
         """What the numbers mean, in sentences shared by every format."""
         c = self.config
         adherence = [m.name for m in self.metrics if c.metric_role(m.name) is not None]
-        shown = ("at " + c.judge.describe().removeprefix("every checkpoint at ") if c.judge.policy == "at"
+        shown = (f"at the setting {c.judge.text.removeprefix('at:')}" if c.judge.policy == "at"
                  else f"at its best setting by the mean of {c.primary} on {c.prompt_role} prompts")
         notes = [f"Each checkpoint is shown {shown}; scores of different settings are never pooled.",
                  f"Judging policy (--judge {c.judge.text}): {c.judge.describe()}.",
@@ -182,18 +185,19 @@ def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Rep
     if config.judge.policy == "at":
         (pinned,) = judged_settings(config.judge, sorted({s for by in primary.values() for s in by},
                                                          key=Setting.sort_key), names)
+    values = metric_values(store, run, config.primary, config.metric_role(config.primary))
     rows = []
     for sha, info in checkpoints.items():
         by_setting = primary.get(sha, {})
         if not by_setting or (pinned is not None and pinned not in by_setting):
             continue
-        setting = pinned or best_setting(by_setting, higher)
-        rest = {s: e for s, e in by_setting.items() if s != setting}
+        best, runner_up = pick_best({s: values[(sha, s)] for s in by_setting}, higher)
+        setting = pinned or best
         rows.append(CheckpointRow(info, setting,
                                   {m: by[sha][setting] for m, by in estimates.items() if setting in by.get(sha, {})},
                                   {m: v for m, by in set_rows.items() if (v := _set_value(by, sha, setting, config))},
                                   dict(sorted(by_setting.items(), key=lambda kv: kv[0].sort_key())),
-                                  best_setting(rest, higher) if rest else None))
+                                  None if pinned else runner_up))
     if not any(r.info.role == "candidate" for r in rows):
         raise InputError(f"run {run!r} has no candidate checkpoint with {config.primary} scores on "
                          f"{config.prompt_role} prompts" + (f" at {config.judge.text}" if pinned else ""))
@@ -207,8 +211,6 @@ def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Rep
 
 
 def _portability(store, run: str, primary, checkpoints, names, higher: bool, config: ReportConfig):
-    from ..scoring.results import metric_values
-
     values = metric_values(store, run, config.primary, config.metric_role(config.primary))
     from ..catalog import run_bases
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from html import escape
 
 from ..setting import Setting
-from ..stats import BootstrapConfig, Estimate, best_setting, paired_difference
+from ..stats import BootstrapConfig, Estimate, paired_difference
+from ..stats.judge import pick_best
 
 AXES = ("base", "stack")
 
@@ -57,7 +58,7 @@ def portability(axis: str, estimates: Mapping[str, Mapping[Setting, Estimate]],
             here = {s: e for s, e in by_setting.items() if s.value(axis, names) == column}
             if not here:
                 continue
-            setting = best_setting(here, higher_is_better)
+            setting = pick_best({s: values[(sha, s)] for s in here}, higher_is_better)[0]
             reference = _reference(axis, sha, setting, column, bases)
             versus = None
             if reference is not None and reference in values and (sha, setting) in values:

@@ -68,6 +68,19 @@ def _mean(scores: Scores) -> float:
     return sum(scores.values()) / len(scores)
 
 
+def pick_best(by_setting: Mapping[Setting, Scores], higher_is_better: bool) -> tuple[Setting, Setting | None]:
+    """A checkpoint's best setting and runner-up by the mean of its scores. Settings sampled on different prompts
+    (a few settings on part of the suite) are compared on the (prompt, seed) cells all of them have, so a
+    setting is not chosen for having easier prompts; without such cells, each on its own cells."""
+    common = set.intersection(*(set(v) for v in by_setting.values()))
+    means = {s: Estimate(_mean({k: v[k] for k in common} if common else v), 0.0, 0.0, len(v), 0)
+             for s, v in by_setting.items()}
+    best = best_setting(means, higher_is_better)
+    # the runner-up is another set of images: a base model's row is the same images at every LoRA strength
+    rest = {s: e for s, e in means.items() if s != best and by_setting[s] != by_setting[best]}
+    return best, (best_setting(rest, higher_is_better) if rest else None)
+
+
 def judged_settings(judge: Judge, available: list[Setting], names: Mapping[str, str] | None = None) -> list[Setting]:
     """The settings a policy looks at among `available` (the settings some candidate has)."""
     if judge.policy != "at":
@@ -95,10 +108,7 @@ def judge_checkpoints(judge: Judge, per_checkpoint: Mapping[str, Mapping[Setting
     if judge.policy == "best":
         out = {}
         for sha, by in per_checkpoint.items():
-            means = {s: Estimate(_mean(v), 0.0, 0.0, len(v), 0) for s, v in by.items()}
-            best = best_setting(means, higher_is_better)
-            rest = {s: e for s, e in means.items() if s != best}
-            runner_up = best_setting(rest, higher_is_better) if rest else None
+            best, runner_up = pick_best(by, higher_is_better)
             out[sha] = Judged(best, dict(by[best]), (best,), runner_up)
         return out
     shared = [s for s in available if all(s in by for by in per_checkpoint.values())]

@@ -78,13 +78,15 @@ def all_scenes(colours=tuple(COLOURS)) -> list[Scene]:
     return [Scene(c, s, p, b) for c, s, p, b in itertools.product(colours, SHAPES, POSITIONS, BACKGROUNDS)]
 
 
-def draw(scene: Scene, rng: random.Random, fill: tuple[int, int, int] | None = None) -> Image.Image:
+def draw(scene: Scene, rng: random.Random, fill: tuple[int, int, int] | None = None,
+         backgrounds: dict[str, tuple[int, int, int]] | None = None) -> Image.Image:
     """The scene as a 64x64 RGB image; `rng` draws the jitter in size and position.
 
-    `fill` paints the shape in another colour than the scene's (the VAE's random-colour training).
+    `fill` paints the shape in another colour than the scene's (the VAE's random-colour training);
+    `backgrounds` paints the backgrounds in another palette (a finetune with another look).
     """
     side = IMAGE_SIZE * SUPERSAMPLE
-    image = Image.new("RGB", (side, side), BACKGROUNDS[scene.background])
+    image = Image.new("RGB", (side, side), (backgrounds or BACKGROUNDS)[scene.background])
     fx, fy = POSITIONS[scene.position]
     cx = (fx + rng.uniform(-JITTER, JITTER)) * side
     cy = (fy + rng.uniform(-JITTER, JITTER)) * side
@@ -113,13 +115,15 @@ def sample_scenes(count: int, seed: int, colours=KNOWN_COLOURS) -> list[Scene]:
     return scenes[:count]
 
 
-def write_dataset(folder: Path, count: int, seed: int, colours=KNOWN_COLOURS, repeats: int = 1) -> Path:
-    """A kohya-layout folder `folder/<repeats>_toyworld` of PNGs with same-named `.txt` captions."""
+def write_dataset(folder: Path, count: int, seed: int, colours=KNOWN_COLOURS, repeats: int = 1,
+                  backgrounds: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """A kohya-layout folder `folder/<repeats>_toyworld` of PNGs with same-named `.txt` captions (the
+    backgrounds in another palette when `backgrounds` is given; the captions still name them)."""
     target = Path(folder) / f"{repeats}_toyworld"
     target.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"draw:{seed}")
     for index, scene in enumerate(sample_scenes(count, seed, colours)):
         stem = target / f"{index:05d}"
-        draw(scene, rng).save(stem.with_suffix(".png"))
+        draw(scene, rng, backgrounds=backgrounds).save(stem.with_suffix(".png"))
         stem.with_suffix(".txt").write_text(scene.caption + "\n", encoding="utf-8")
     return Path(folder)
