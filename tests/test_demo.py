@@ -121,3 +121,34 @@ def test_full_demo_flags_the_memorised_lora(full_demo):
         memorised = _variant(store, MEMORISED)
         verdicts = {v.name: v for v in run_recommendation(store, DEMO_RUN, AnalysisConfig(ema=False)).verdicts}
     assert verdicts[memorised.file_name].status == "excluded"
+
+
+def test_full_demo_prints_best_settings_and_portability_beside_the_oracle(full_demo):
+    """The settings sweep (2 CFG x 2 steps x 2 strengths on the purple prompts) and the second, dark base."""
+    from evalsvc.demo import DEMO_RUN
+    from evalsvc.demo_settings import DARK_BASE, PORTABILITY_RUN, SETTINGS_RUN
+    from evalsvc.report import ReportConfig, gather_report
+    from evalsvc.scoring.results import AnalysisConfig, run_recommendation
+    from evalsvc.stats.judge import Judge
+    from evalsvc.store import open_store
+
+    root, out = full_demo
+    assert "each checkpoint's best setting by clip_t on purple prompts (of 8 settings)" in out
+    assert "recommended (each checkpoint at its own best setting): purple-" in out
+    dark = f"{DARK_BASE}.safetensors"
+    assert "on toy-sd15: recommended purple-" in out and f"on {dark}: recommended purple-" in out
+    with open_store(root, read_only=True) as store:
+        sweep = gather_report(store, SETTINGS_RUN, ReportConfig(strip_images=0))
+        assert len(sweep.settings) == 8 and all(r.runner_up is not None for r in sweep.rows)
+        matrix = gather_report(store, PORTABILITY_RUN, ReportConfig(strip_images=0)).portability[0]
+        assert matrix.axis == "base" and matrix.columns == ("toy-sd15", dark)
+        epochs = [name for name, cells in matrix.rows if name.startswith("purple-")]
+        assert len(epochs) == 8 and all(len(cells) == 2 for name, cells in matrix.rows if name in epochs)
+        # on the base it was trained on, the portability run judges the main run's own images (sampled once)
+        main = {r.info.file_name: r.metrics["clip_t"].mean for r in gather_report(
+            store, DEMO_RUN, ReportConfig(strip_images=0)).rows}
+        assert all(cells["toy-sd15"].estimate.mean == pytest.approx(main[name]) for name, cells in matrix.rows
+                   if name in epochs)
+        here = run_recommendation(store, PORTABILITY_RUN, AnalysisConfig(judge=Judge.parse("at:base=toy-sd15")))
+        assert here.setting.base == next(r.info.sha256 for r in gather_report(
+            store, PORTABILITY_RUN, ReportConfig(strip_images=0)).rows if r.info.file_name == "toy-sd15")
