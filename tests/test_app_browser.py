@@ -235,7 +235,8 @@ def steps_and_bases(tmp_path, sd15_dir, sd15_loras):
 def _choose(page, label: str, value: str) -> None:
     """Pick `value` in the Gradio dropdown labelled `label`, as a person does: open it, click the option."""
     page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=value, exact=True).click()
+    page.locator(f'[role=option][aria-label="{value}"]:visible').click()
+    page.locator(f'[role=option][aria-label="{value}"]:visible').wait_for(state="hidden")  # the list closed
 
 
 def test_the_grid_puts_steps_and_base_on_its_axes_and_curves_show_the_portability_heat_map(

@@ -133,7 +133,8 @@ def test_votes_can_pair_one_checkpoint_at_two_settings_and_reveal_both(two_step_
         for _ in range(10):
             issued = issue_pair(store.db, "purple", "bob", VoteConfig(pairing="settings"), rng=rng)
             cast = record_vote(store.db, issued.token, "bob", "A")
-            assert cast.left == cast.right and {cast.left_where, cast.right_where} == {"4 steps", "20 steps"}
+            assert cast.left == cast.right  # one checkpoint; the reveal names both settings by what differs
+            assert {cast.left_where, cast.right_where} == {"4 steps, dpmpp_2m_karras", "20 steps, euler"}
         pairs = store.db.execute(
             "SELECT wl.checkpoint = wr.checkpoint, wl.steps <> wr.steps, wl.prompt = wr.prompt, wl.seed = wr.seed "
             "FROM vote_pairs v JOIN work wl ON wl.key = v.left_key JOIN work wr ON wr.key = v.right_key "

@@ -15,6 +15,7 @@ import pytest
 from evalsvc.cli import main
 
 SELF_GATES = ""  # the default gates: clip_t with margin 0.01
+CLIP_T_GATE = "[metrics.clip_t]\nmargin = 0.01\n"
 DAMAGE_GATES = """
 [metrics.clip_t]
 margin = 0.01
@@ -140,3 +141,19 @@ def test_bad_inputs_exit_2_with_one_clear_line(demo_store, tmp_path, capsys):
             str(toyworld), "--backbone", "toy", "--no-progress"]
     assert main(args) == 2
     assert "suite 'toyworld' changed since baseline purple-000006.safetensors was gated" in capsys.readouterr().err
+
+
+def test_the_gates_decide_at_each_setting_of_the_grid_or_at_those_the_file_names(demo_store, tmp_path):
+    code, report = _regress(demo_store, tmp_path, "purple:6", "purple-000006.safetensors", SELF_GATES,
+                            "--steps", "10,20", name="two")
+    assert code == 0 and report["settings"] == ["10 steps", "20 steps"]
+    overall = {r["setting"]: r for r in report["results"] if r["metric"] == "clip_t" and r["slice"] == ""}
+    assert set(overall) == {"10 steps", "20 steps"}  # never pooled: one gate per setting
+    assert all(r["passed"] and r["n"] == 30 and not r["informational"] for r in overall.values())
+    code, report = _regress(demo_store, tmp_path, "purple:6", "purple-000006.safetensors",
+                            'settings = ["steps=20"]\n' + CLIP_T_GATE, "--steps", "10,20", name="named")
+    gated = {r["setting"] for r in report["results"] if not r["informational"]}
+    assert code == 0 and gated == {"20 steps"}
+    code, _ = _regress(demo_store, tmp_path, "purple:6", "purple-000006.safetensors",
+                       'settings = ["steps=30"]\n' + CLIP_T_GATE, "--steps", "10,20", name="bad")
+    assert code == 2

@@ -84,7 +84,8 @@ def _number(text: str):
         return (1, 0.0, text)
 
 
-def _labelled(row, names: dict[str, str], settings: dict[str, Setting]) -> tuple[dict[str, str], dict[str, tuple]]:
+def _labelled(row, names: dict[str, str], settings: dict[str, Setting],
+              first_base: str | None) -> tuple[dict[str, str], dict[str, tuple]]:
     """Every axis's label and sort order for one (image, setting) row."""
     (key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, steps, sampler, width, height, clip_skip,
      precision, setting_key, position) = row
@@ -99,7 +100,7 @@ def _labelled(row, names: dict[str, str], settings: dict[str, Setting]) -> tuple
     order = {axis: _number(label) for axis, label in labels.items()}
     order.update({"checkpoint": (role != "base", epoch or 0, stem), "weights": (role != "base", bool(ema)),
                   "prompt": (position, prompt_id), "size": (width * height, width),
-                  "base": (setting.base is not None and names.get(setting.base) is None, labels["base"])})
+                  "base": (setting.base != first_base, labels["base"])})  # the base the LoRAs were trained on first
     return labels, order
 
 
@@ -116,7 +117,8 @@ def grid_page(db, request: GridRequest) -> GridPage:
         raise InputError(f"run {request.run!r} has no sampled images")
     names = dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())
     settings: dict[str, Setting] = {}
-    labelled = [(*_labelled(row, names, settings), row) for row in rows]
+    first_base = (db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [request.run]).fetchone() or [None])[0]
+    labelled = [(*_labelled(row, names, settings, first_base), row) for row in rows]
     choices = {}
     for axis in AXES:
         firsts = {}

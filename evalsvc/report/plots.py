@@ -85,12 +85,15 @@ def metric_figure(report: Report, metric: str):
             x, mean, low, high = banded[0]
             ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, capsize=3)
     others = iter(OTHER_COLOURS * len(report.rows))
+    bases = [r for r in report.rows if r.info.role == "base"]
+    base_styles = iter(["--", "-.", (0, (5, 1, 1, 1))] * len(report.rows))
     for row in report.rows:
         value = metric_value(row, metric)
         if row.info.role == "candidate" and row.info.series != main and value is not None:
             ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=row.info.label, zorder=2)
         if row.info.role == "base" and value is not None:
-            ax.axhline(value[0], color=BASE_COLOUR, linestyle="--", linewidth=1.2, label="base", zorder=2)
+            ax.axhline(value[0], color=BASE_COLOUR, linestyle=next(base_styles), linewidth=1.2, zorder=2,
+                       label="base" if len(bases) == 1 else f"base {row.info.file_name}")
             if value[1] is not None:
                 ax.axhspan(value[1], value[2], color=BASE_COLOUR, alpha=0.07, linewidth=0)
         if (row.info.file_name == report.recommendations["overall"].checkpoint and value is not None
