@@ -524,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", default="best",
                    help="judging policy: best (each checkpoint at its own best setting; default), "
                         "at:AXIS=VALUE,... (every checkpoint at one setting, e.g. at:steps=20,cfg=5), or robust "
-                        "(the mean over every setting all candidates were sampled at, with the worst named)")
+                        "(the mean over every setting all candidates were sampled at, with the worst named; "
+                        "robust:AXIS=V1|V2,... over a declared range only, e.g. robust:steps=20|30)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("regress", help="gate a candidate checkpoint against a baseline on a frozen suite (exit 0 pass, "

@@ -152,8 +152,10 @@ def parse_pins(text: str) -> dict[str, str]:
 
 
 def same_value(setting: Setting, axis: str, wanted: str, names: Mapping[str, str] | None = None) -> bool:
-    """Whether the setting's value on `axis` is the one the user wrote (numbers compare as numbers,
-    samplers by any spelling, bases by file name, stem or hash prefix)."""
+    """Whether the setting's value on `axis` is the one the user wrote, or one of `A|B` (numbers compare as
+    numbers, samplers by any spelling, bases by file name, stem or hash prefix)."""
+    if "|" in wanted:
+        return any(same_value(setting, axis, w.strip(), names) for w in wanted.split("|") if w.strip())
     have = setting.value(axis, names)
     if have == wanted:
         return True
@@ -184,10 +186,10 @@ def select(settings: Iterable[Setting], pins: Mapping[str, str], names: Mapping[
     settings = list(settings)
     chosen = settings
     for axis, wanted in pins.items():
-        matching = [s for s in chosen if same_value(s, axis, wanted, names)]
-        if not matching:
-            existing = sorted({s.value(axis, names) for s in chosen}, key=_sortable)
-            raise InputError(f"{what} {axis}={wanted} was never sampled; {axis} values that exist: "
-                             f"{', '.join(existing)}")
-        chosen = matching
+        existing = sorted({s.value(axis, names) for s in chosen}, key=_sortable)
+        for one in (w.strip() for w in wanted.split("|")):
+            if not any(same_value(s, axis, one, names) for s in chosen):
+                raise InputError(f"{what} {axis}={one} was never sampled; {axis} values that exist: "
+                                 f"{', '.join(existing)}")
+        chosen = [s for s in chosen if same_value(s, axis, wanted, names)]
     return chosen

@@ -81,6 +81,12 @@ def test_judge_at_refuses_a_value_never_sampled_and_an_underpinned_setting(two_s
         robust = run_recommendation(store, "purple", _config("robust"))
         values = metric_values(store, "purple", "clip_t", "target")
         names = {info.file_name: sha for sha, info in run_checkpoints(store, "purple").items()}
+        declared = run_recommendation(store, "purple", _config("robust:steps=4|20"))  # the same range, declared
+        narrow = run_recommendation(store, "purple", _config("robust:steps=20"))
+        with pytest.raises(InputError, match="--judge robust: steps=30 was never sampled"):
+            run_recommendation(store, "purple", _config("robust:steps=20|30"))
+    assert _summary(declared) == _summary(robust) and "mean over 1 settings" in narrow.where
+    assert [v.mean.n for v in narrow.verdicts] == [v.mean.n // 2 for v in robust.verdicts]
     assert robust.setting is None and "mean over 2 settings; worst" in robust.where
     for verdict in robust.verdicts:  # the mean over both step counts, paired on (prompt, seed, setting)
         both = [v for (sha, _), scores in values.items() if sha == names[verdict.name] for v in scores.values()]
@@ -141,3 +147,15 @@ def test_votes_can_pair_one_checkpoint_at_two_settings_and_reveal_both(two_step_
             "WHERE v.voter = 'bob'").fetchall()
         comparisons = setting_comparisons(store.db, "purple")
     assert len(pairs) == 10 and all(all(p) for p in pairs) and len(comparisons) == 10
+
+
+def test_judging_policies_parse_and_say_what_they_do():
+    assert Judge.parse(None) == Judge() and Judge.parse("best").describe() == "each checkpoint at its own best setting"
+    at = Judge.parse("at:steps=20,strength=0.8")
+    assert at.pins == (("steps", "20"), ("lora_scale", "0.8")) and at.text == "at:steps=20,lora_scale=0.8"
+    assert Judge.parse("robust:base=a|b").text == "robust:base=a|b"
+    for bad, message in (("at:", "needs at least one"), ("at:colour=red", "unknown setting axis 'colour'"),
+                         ("at:steps", "expected AXIS=VALUE"), ("at:steps=1,steps=2", "pinned twice"),
+                         ("worst", "--judge must be best")):
+        with pytest.raises(InputError, match=message):
+            Judge.parse(bad)

@@ -5,6 +5,8 @@
 - `at:AXIS=VALUE,...`: every checkpoint at one fixed setting; the axes not named must have one value.
 - `robust`: every checkpoint over every setting that all of them were sampled at, paired on (prompt,
   seed, setting); its score is the mean over those settings, and its worst setting is named.
+  `robust:AXIS=V1|V2,...` declares the usage range: only the settings with those values (the other
+  axes free), e.g. `robust:base=toy-sd15|toy-sd15-dark` or `robust:steps=20|30`.
 
 Scores never pool settings otherwise.
 """
@@ -33,24 +35,34 @@ class Judge:
         text = (text or "best").strip()
         if text in ("best", "robust"):
             return cls(text)
+        if text.startswith("robust:"):
+            pins = parse_pins(text[7:])
+            if not pins:
+                raise InputError("--judge robust: needs at least one AXIS=VALUE[|VALUE...], for example "
+                                 "robust:steps=20|30")
+            return cls("robust", tuple(pins.items()))
         if text.startswith("at:"):
             pins = parse_pins(text[3:])
             if not pins:
                 raise InputError("--judge at: needs at least one AXIS=VALUE, for example at:steps=20,cfg=5")
             return cls("at", tuple(pins.items()))
-        raise InputError(f"--judge must be best, robust or at:AXIS=VALUE[,AXIS=VALUE...], got {text!r}")
+        raise InputError(f"--judge must be best, robust[:AXIS=V|V...] or at:AXIS=VALUE[,AXIS=VALUE...], "
+                         f"got {text!r}")
 
     @property
     def text(self) -> str:
         """The policy as written on the command line."""
-        if self.policy == "at":
-            return "at:" + ",".join(f"{a}={v}" for a, v in self.pins)
+        if self.pins:
+            return f"{self.policy}:" + ",".join(f"{a}={v}" for a, v in self.pins)
         return self.policy
 
     def describe(self) -> str:
+        pins = ", ".join(f"{a}={v}" for a, v in self.pins)
         return {"best": "each checkpoint at its own best setting",
-                "robust": "each checkpoint over every setting all candidates were sampled at (mean; worst named)",
-                "at": "every checkpoint at " + ", ".join(f"{a}={v}" for a, v in self.pins)}[self.policy]
+                "robust": (f"each checkpoint over the settings with {pins} that all candidates were sampled at "
+                           "(mean; worst named)" if pins else
+                           "each checkpoint over every setting all candidates were sampled at (mean; worst named)"),
+                "at": f"every checkpoint at {pins}"}[self.policy]
 
 
 @dataclass(frozen=True)
@@ -83,9 +95,11 @@ def pick_best(by_setting: Mapping[Setting, Scores], higher_is_better: bool) -> t
 
 def judged_settings(judge: Judge, available: list[Setting], names: Mapping[str, str] | None = None) -> list[Setting]:
     """The settings a policy looks at among `available` (the settings some candidate has)."""
-    if judge.policy != "at":
+    if not judge.pins:
         return available
-    chosen = select(available, dict(judge.pins), names)
+    chosen = select(available, dict(judge.pins), names, what=f"--judge {judge.policy}:")
+    if judge.policy == "robust":
+        return chosen
     if len(chosen) > 1:
         axes = varying_axes(chosen)
         raise InputError(f"--judge {judge.text} leaves {len(chosen)} settings, which differ in "
@@ -111,7 +125,7 @@ def judge_checkpoints(judge: Judge, per_checkpoint: Mapping[str, Mapping[Setting
             best, runner_up = pick_best(by, higher_is_better)
             out[sha] = Judged(best, dict(by[best]), (best,), runner_up)
         return out
-    shared = [s for s in available if all(s in by for by in per_checkpoint.values())]
+    shared = [s for s in judged_settings(judge, available, names) if all(s in by for by in per_checkpoint.values())]
     if not shared:
         raise InputError("--judge robust: no setting was sampled for every candidate; sample a common setting "
                          "or judge with best or at:")
