@@ -398,7 +398,8 @@ def cmd_serve(args) -> int:
     from .votes import VoteConfig
 
     serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run,
-                                workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs)))
+                                workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs),
+                                allowed_hosts=tuple(args.allowed_host or ())))
     return 0
 
 
@@ -560,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", type=Path, help="file of name:password lines (mode 600): the voters' logins")
     p.add_argument("--run", help="the run shown first (default: the first)")
     p.add_argument("--workers", type=int, default=1, help="threads running queued sampling and scoring jobs (default 1)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name the app answers besides 127.0.0.1, localhost and --host (repeatable), e.g. the "
+                        "machine's name when it listens on 0.0.0.0; requests naming any other host get 400")
     p.add_argument("--vote-pairs", choices=("checkpoints", "settings"), default="checkpoints",
                    help="what a blind vote compares: two checkpoints at one setting (default), or one checkpoint at "
                         "two settings (\"is 30 steps better than 20?\")")

@@ -34,6 +34,13 @@ class AppConfig:
     rows_per_page: int = 6
     workers: int = 1  # threads running queued sampling and scoring jobs
     vote: VoteConfig = field(default_factory=VoteConfig)
+    allowed_hosts: tuple[str, ...] = ()  # names besides localhost and `host` the app answers (`--allowed-host`)
+
+    def host_names(self) -> list[str]:
+        """Every name a request's Host header may carry: another one is answered 400 (DNS rebinding)."""
+        local = ["127.0.0.1", "localhost", "::1", "[::1]"]
+        bound = [] if self.host in ("0.0.0.0", "::", "") else [self.host]
+        return list(dict.fromkeys([*local, *bound, *self.allowed_hosts]))
 
 
 class AppState:
@@ -85,7 +92,8 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
     from .files import FileRefused, resolve_image
     from .ui import build_blocks, build_vote_blocks
 
-    app = FastAPI()
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # no API docs routes
+    _host_checks(app, state.config.host_names())
 
     def logged_in(request: Request) -> None:
         if users and _session_user(app, request) is None:
@@ -112,8 +120,33 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
     auth = password_checker(users) if users else None
     runs = state.runs()
     vote_run = state.config.run or (runs[0] if runs else "")
-    gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", auth=auth, footer_links=[])
-    return gr.mount_gradio_app(app, build_blocks(state), path="/", auth=auth, footer_links=[])
+    closed = {"openapi_url": None, "docs_url": None, "redoc_url": None}  # no API docs routes in Gradio's apps either
+    gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", auth=auth, footer_links=[],
+                        app_kwargs=closed)
+    return gr.mount_gradio_app(app, build_blocks(state), path="/", auth=auth, footer_links=[], app_kwargs=closed)
+
+
+def _host_checks(app, names: list[str]) -> None:
+    """Answer only requests addressed to the app's own names (Starlette's TrustedHostMiddleware: 400 for any
+    other Host header), and refuse cross-origin requests (an Origin header naming another host or port: 403).
+
+    A page of a foreign site that resolves its own name to 127.0.0.1 (DNS rebinding) sends its own name as the
+    Host, and a page elsewhere that posts to the app sends its own Origin: neither reaches a route."""
+    from urllib.parse import urlsplit
+
+    from fastapi.responses import PlainTextResponse
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    @app.middleware("http")
+    async def same_origin(request, call_next):
+        origin = request.headers.get("origin")
+        if origin and origin != "null":
+            own = request.headers.get("host", "")
+            if urlsplit(origin).netloc.lower() != own.lower():
+                return PlainTextResponse("cross-origin requests are refused", status_code=403)
+        return await call_next(request)
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=names)
 
 
 def _job_routes(app, state: AppState) -> None:
