@@ -399,7 +399,7 @@ def cmd_serve(args) -> int:
 
     serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run,
                                 workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs),
-                                allowed_hosts=tuple(args.allowed_host or ())))
+                                allowed_hosts=tuple(args.allowed_host or ()), internal_runs=args.all_runs))
     return 0
 
 
@@ -564,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", metavar="NAME",
                    help="a host name the app answers besides 127.0.0.1, localhost and --host (repeatable), e.g. the "
                         "machine's name when it listens on 0.0.0.0; requests naming any other host get 400")
+    p.add_argument("--all-runs", action="store_true",
+                   help="also list the runs `evalsvc regress` makes for itself (regress-…) in the run chooser")
     p.add_argument("--vote-pairs", choices=("checkpoints", "settings"), default="checkpoints",
                    help="what a blind vote compares: two checkpoints at one setting (default), or one checkpoint at "
                         "two settings (\"is 30 steps better than 20?\")")

@@ -39,3 +39,14 @@ def test_bad_auth_files_are_refused(tmp_path, text, mode, message):
         load_auth_file(_auth(tmp_path, text, mode))
     with pytest.raises(InputError, match="does not exist"):
         load_auth_file(tmp_path / "missing.txt")
+
+
+def test_the_run_chooser_hides_the_runs_regress_makes_for_itself_unless_asked(store):
+    from evalsvc.app.server import AppConfig, AppState
+
+    store.db.execute("INSERT INTO runs (name) VALUES ('purple'), ('regress-aaaaaaaaaaaa-bbbbbbbbbbbb'), ('zebra')")
+    assert AppState(store, AppConfig()).runs() == ["purple", "zebra"]
+    assert AppState(store, AppConfig(internal_runs=True)).runs() == ["purple", "regress-aaaaaaaaaaaa-bbbbbbbbbbbb",
+                                                                     "zebra"]
+    asked = AppConfig(run="regress-aaaaaaaaaaaa-bbbbbbbbbbbb")  # `--run` names one: it is listed
+    assert AppState(store, asked).runs() == ["purple", "regress-aaaaaaaaaaaa-bbbbbbbbbbbb", "zebra"]

@@ -35,6 +35,7 @@ class AppConfig:
     workers: int = 1  # threads running queued sampling and scoring jobs
     vote: VoteConfig = field(default_factory=VoteConfig)
     allowed_hosts: tuple[str, ...] = ()  # names besides localhost and `host` the app answers (`--allowed-host`)
+    internal_runs: bool = False  # list the runs `regress` makes for itself in the run chooser (`--all-runs`)
 
     def host_names(self) -> list[str]:
         """Every name a request's Host header may carry: another one is answered 400 (DNS rebinding)."""
@@ -66,8 +67,14 @@ class AppState:
             cursor.close()
 
     def runs(self) -> list[str]:
+        """The runs the run chooser lists: without `internal_runs`, not those `regress` makes for itself (unless
+        one was asked for with `--run`)."""
+        from ..regress.run import REGRESS_RUN_PREFIX
+
         with self.cursor() as db:
-            return [name for name, in db.execute("SELECT name FROM runs ORDER BY name").fetchall()]
+            names = [name for name, in db.execute("SELECT name FROM runs ORDER BY name").fetchall()]
+        return [n for n in names if self.config.internal_runs or not n.startswith(REGRESS_RUN_PREFIX)
+                or n == self.config.run]
 
 
 def png_without_metadata(path: Path) -> bytes:

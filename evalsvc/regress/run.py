@@ -20,6 +20,9 @@ from ..stats.noninferiority import Evaluation
 from .refs import Ref, resolve_ref
 
 
+REGRESS_RUN_PREFIX = "regress-"  # the runs `regress` makes for itself (the app's run chooser hides them)
+
+
 @dataclass(frozen=True)
 class RegressRequest:
     baseline: str
@@ -148,7 +151,7 @@ def regress(store, request: RegressRequest, options, runner_config, score_config
     if not request.allow_suite_change:
         check_suite_unchanged(store.db, baseline, suite)
     base = _common_base(baseline, candidate)
-    run = f"regress-{baseline.sha256[:12]}-{candidate.sha256[:12]}"
+    run = f"{REGRESS_RUN_PREFIX}{baseline.sha256[:12]}-{candidate.sha256[:12]}"
     compose_run(store, run, base, [baseline.sha256, candidate.sha256])
     report = sample_run(store, run, suite, options, runner_config)
     if report.failed:
