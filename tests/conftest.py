@@ -71,6 +71,19 @@ def sdxl_loras(sdxl_pipe, tmp_path_factory) -> list[Path]:
                               seed=1, sgm_names=True)
 
 
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """`evalsvc ARGV` in this process: (exit code, what it printed)."""
+    import contextlib
+    import io
+
+    from evalsvc.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
 def second_base_and_suite(folder: Path, holdout: bool = False) -> tuple[Path, Path]:
     """Another tiny SD1.5 base (other random weights) saved as `other-sd15`, and a two-prompt suite (`square` a
     holdout prompt when `holdout`), for runs with two bases."""

@@ -1,13 +1,12 @@
 """Setting axes as lists: the grid is their product, every image says its own values, strength 0 is the base."""
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from evalsvc.cli import main
 from evalsvc.sampling.infotext import parse_infotext
 from evalsvc.setting import Setting
@@ -23,11 +22,7 @@ def _suite(tmp_path: Path) -> Path:
     return path
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(argv)
-    return code, out.getvalue()
+_run = run_cli
 
 
 @pytest.fixture(scope="module")

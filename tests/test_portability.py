@@ -1,13 +1,11 @@
 """Several bases per run: every LoRA is sampled on every base of its architecture with the same noise, each base is
 its own reference row, and the report's portability matrix holds checkpoint x base."""
 
-import contextlib
-import io
 import json
 
 import pytest
 
-from conftest import second_base_and_suite
+from conftest import run_cli, second_base_and_suite
 from evalsvc.cli import main
 from evalsvc.setting import Setting
 from evalsvc.store import open_store
@@ -15,11 +13,7 @@ from evalsvc.store import open_store
 GRID = ["--seeds", "1,2", "--cfg", "5", "--steps", "2", "--sampler", "euler", "--size", "64x64", "--no-progress"]
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(argv)
-    return code, out.getvalue()
+_run = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -207,11 +207,10 @@ def gather_report(store, run: str, config: ReportConfig = ReportConfig()) -> Rep
                   _strips(store, run, rows, recommendations["overall"], higher, config),
                   tuple(i.file_name for sha, i in checkpoints.items() if sha not in primary),
                   tuple(decisions(store.db, run)), settings, names,
-                  _portability(store, run, primary, checkpoints, names, higher, config))
+                  _portability(store, run, primary, values, checkpoints, names, higher, config))
 
 
-def _portability(store, run: str, primary, checkpoints, names, higher: bool, config: ReportConfig):
-    values = metric_values(store, run, config.primary, config.metric_role(config.primary))
+def _portability(store, run: str, primary, values, checkpoints, names, higher: bool, config: ReportConfig):
     from ..catalog import run_bases
 
     bases = {b.file_name: b.sha256 for b in run_bases(store.db, run)}

@@ -120,14 +120,19 @@ def leaderboard(store, run: str, metrics: list[str], config: AnalysisConfig = An
     return rows
 
 
-def _flags(store, run: str, sha: str, settings: tuple[Setting, ...], thresholds: FlagThresholds) -> tuple[str, ...]:
-    """Exclusion flags from the checkpoint's images at the settings it is judged at."""
+FLAG_METRICS = ("memorised", "overcook")
+
+
+def _flags(flag_values: dict[str, dict], sha: str, settings: tuple[Setting, ...],
+           thresholds: FlagThresholds) -> tuple[str, ...]:
+    """Exclusion flags from the checkpoint's images at the settings it is judged at; `flag_values` holds
+    `metric_values` of each of FLAG_METRICS, read once for all candidates."""
     flags = []
     for metric, limit, text in (("memorised", thresholds.memorised_share, "memorisation: {:.0%} of images are "
                                  "near-copies of a training image (limit {:.0%})"),
                                 ("overcook", thresholds.overcook, "overcooked: mean overcook z-score {:.2f} "
                                  "against the base (limit {:.2f})")):
-        by_setting = metric_values(store, run, metric)
+        by_setting = flag_values[metric]
         values = [v for s in settings for v in by_setting.get((sha, s), {}).values()]
         if values:
             mean = sum(values) / len(values)
@@ -163,11 +168,12 @@ def judged_candidates(store, run: str, config: AnalysisConfig) -> tuple[dict[str
     per_checkpoint = candidate_values(store, run, config)
     judged = judge_checkpoints(config.judge, per_checkpoint, higher, names)
     among = sorted({s for by in per_checkpoint.values() for s in by}, key=Setting.sort_key)
+    flag_values = {metric: metric_values(store, run, metric) for metric in FLAG_METRICS}
     candidates = []
     for sha, j in judged.items():
         info = checkpoints[sha]
         candidates.append(Candidate(info.file_name, info.epoch, info.ema, j.setting, j.scores,
-                                    _flags(store, run, sha, j.settings, config.flags), where(j, among, names)))
+                                    _flags(flag_values, sha, j.settings, config.flags), where(j, among, names)))
     return judged, candidates
 
 
