@@ -394,12 +394,15 @@ def cmd_verdicts(args) -> int:
 
 def cmd_serve(args) -> int:
     from .app.server import AppConfig, serve
-
+    from .app.sessions import SessionConfig
     from .votes import VoteConfig
 
+    if not args.session_hours > 0:
+        raise InputError(f"--session-hours must be positive, got {args.session_hours:g}")
     serve(args.store, AppConfig(host=args.host, port=args.port, auth_file=args.auth, run=args.run,
-                                workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs),
-                                allowed_hosts=tuple(args.allowed_host or ()), internal_runs=args.all_runs))
+                                workers=args.workers, vote=VoteConfig(pairing=args.vote_pairs, flagged=args.vote_flagged),
+                                allowed_hosts=tuple(args.allowed_host or ()), internal_runs=args.all_runs,
+                                sessions=SessionConfig(hours=args.session_hours)))
     return 0
 
 
@@ -558,7 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", type=Path, help="file of name:password lines (mode 600): the voters' logins")
+    p.add_argument("--auth", type=Path, help="file of name:password[:role] lines (mode 600; roles voter, reviewer, "
+                                             "admin; no role: voter): the logins")
+    p.add_argument("--session-hours", type=float, default=8.0,
+                   help="a login lasts this long (default 8: a working day); logging out ends it sooner")
     p.add_argument("--run", help="the run shown first (default: the first)")
     p.add_argument("--workers", type=int, default=1, help="threads running queued sampling and scoring jobs (default 1)")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
@@ -569,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vote-pairs", choices=("checkpoints", "settings"), default="checkpoints",
                    help="what a blind vote compares: two checkpoints at one setting (default), or one checkpoint at "
                         "two settings (\"is 30 steps better than 20?\")")
+    p.add_argument("--vote-flagged", action="store_true",
+                   help="also pair checkpoints flagged at a setting (overcooked, memorised); left out by default")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("doctor", help="versions of Python and the libraries against the lock, the GPU torch sees, and "

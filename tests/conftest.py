@@ -161,6 +161,7 @@ def free_port() -> int:
 def serve_app(store, users=None, config=None, jobs: bool = False):
     """A context manager running the app on `store` in a uvicorn thread; yields its URL ending in '/'.
 
+    `users`: {name: password} (roles from APP_ROLES, else voter), None: no logins (the local admin).
     With `jobs`, also its job workers and the link (store/app.json) commands use to queue work there."""
     import contextlib
     import threading
@@ -176,8 +177,8 @@ def serve_app(store, users=None, config=None, jobs: bool = False):
         app_config = config or AppConfig()
         from dataclasses import replace
 
-        state = AppState(store, replace(app_config, port=port))
-        app = build_app(state, users)
+        state = AppState(store, replace(app_config, port=port), app_accounts(users) if users else None)
+        app = build_app(state)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -199,12 +200,21 @@ def serve_app(store, users=None, config=None, jobs: bool = False):
     return running()
 
 
-APP_USERS = {"ann": "pw-ann", "bob": "pw-bob"}
+APP_USERS = {"ann": "pw-ann", "bob": "pw-bob", "rita": "pw-rita", "ada": "pw-ada"}
+APP_ROLES = {"rita": "reviewer", "ada": "admin"}  # ann and bob are voters
+
+
+def app_accounts(users: dict[str, str]) -> dict:
+    """{name: Account} of {name: password}, with the roles of APP_ROLES (voter otherwise)."""
+    from evalsvc.app.access import Account
+
+    return {name: Account(password, APP_ROLES.get(name, "voter")) for name, password in users.items()}
 
 
 @pytest.fixture(scope="module")
 def running_app(short_demo, tmp_path_factory):
-    """The app on a copy of the short demo store, with two voters (ann, bob; password pw-<name>): (url, store)."""
+    """The app on a copy of the short demo store with APP_USERS (voters ann and bob, reviewer rita, admin ada;
+    password pw-<name>): (url, store)."""
     import shutil
 
     from evalsvc.store import open_store

@@ -2,7 +2,7 @@
 
 import pytest
 
-from evalsvc.app.access import check_bind, load_auth_file, password_checker
+from evalsvc.app.access import Account, check_bind, load_auth_file, password_matches
 from evalsvc.errors import InputError
 
 
@@ -23,15 +23,21 @@ def test_listening_beyond_localhost_needs_an_auth_file(tmp_path):
 
 
 def test_auth_file_is_read_and_checked(tmp_path):
-    users = load_auth_file(_auth(tmp_path, "# voters\nann:s3cret:with:colons\n\nbob:pw\n"))
-    assert users == {"ann": "s3cret:with:colons", "bob": "pw"}
-    check = password_checker(users)
-    assert check("ann", "s3cret:with:colons") and not check("ann", "pw") and not check("eve", "pw")
+    users = load_auth_file(_auth(tmp_path, "# voters\nann:s3cret:with:colons\n\nbob:pw\nrita:pw:r:reviewer\n"
+                                           "ada:pw:admin\neve:pw:voter\n"))
+    assert users == {"ann": Account("s3cret:with:colons"), "bob": Account("pw"), "rita": Account("pw:r", "reviewer"),
+                     "ada": Account("pw", "admin"), "eve": Account("pw", "voter")}  # a line without a role: a voter
+    assert password_matches(users, "ann", "s3cret:with:colons") and not password_matches(users, "ann", "pw")
+    assert not password_matches(users, "eve", "pw:voter") and not password_matches(users, "zed", "pw")
+    assert [users[n].may_read for n in ("ann", "rita", "ada")] == [False, True, True]
+    assert [users[n].may_vote for n in ("ann", "rita", "ada")] == [True, False, True]
+    assert [users[n].may_act for n in ("ann", "rita", "ada")] == [False, False, True]
 
 
 @pytest.mark.parametrize("text,mode,message", [
     ("ann:pw\n", 0o644, "readable by other users"), ("ann\n", 0o600, "expected name:password"),
-    ("ann:\n", 0o600, "expected name:password"), ("ann:a\nann:b\n", 0o600, "listed twice"),
+    ("ann:\n", 0o600, "expected name:password"), ("ann::admin\n", 0o600, "expected name:password"),
+    ("ann:a\nann:b\n", 0o600, "listed twice"),
     ("# nobody\n", 0o600, "lists no users"),
 ])
 def test_bad_auth_files_are_refused(tmp_path, text, mode, message):

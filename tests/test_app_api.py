@@ -1,4 +1,5 @@
-"""The app through HTTP and `gradio_client`: each tab's main action, logins as voters, and the image routes."""
+"""The app through HTTP and `gradio_client`: each tab's main action as a reviewer or an admin, the vote page as
+a voter, and the image routes."""
 
 from __future__ import annotations
 
@@ -22,32 +23,48 @@ def _client(url, user, page=""):
     return Client(url + page, auth=(user, f"pw-{user}"), verbose=False)
 
 
+def _filters(**pinned) -> list[str]:
+    """The grid endpoint's filter arguments, one per axis in order: "(first)" unless pinned."""
+    from evalsvc.app.grid import AXES
+
+    return [pinned.get(axis, "(first)") for axis in AXES]
+
+
+def _same_session(client):
+    """An HTTP client on the login session of a `gradio_client` client (vote images are bound to it)."""
+    import httpx
+
+    return httpx.Client(base_url=client.src.removesuffix("vote/"), cookies=client.cookies)
+
+
 def test_grid_tab_shows_a_page_of_store_images(running_app):
     import httpx
 
     url, _ = running_app
-    html = _client(url, "ann").predict("purple", "prompt", "checkpoint", "(first)", "(first)", "(first)", "(first)",
-                                       "(first)", 0, api_name="/grid")
+    html = _client(url, "rita").predict("purple", "prompt", "checkpoint", *_filters(), 1, api_name="/grid")
     images = re.findall(r'src="/image/([0-9a-f]{2}/[0-9a-f]{64}\.png)"', html)
     assert "page 1 of 3" in html and len(images) == 6 * 3  # 6 prompts per page x (base, epoch 1, epoch 2)
-    response = _session(url, "ann").get("image/" + images[0])
+    response = _session(url, "rita").get("image/" + images[0])
     assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
     assert httpx.get(url + "image/" + images[0]).status_code == 401  # no session, no image
+    assert _session(url, "ann").get("image/" + images[0]).status_code == 403  # a voter's session, no grid image
 
 
 def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
     url, store = running_app
     ann = _client(url, "ann", "vote/")
-    token, prompt, left, right, _ = ann.predict(api_name="/next_pair")
-    assert prompt.startswith("**Prompt:**") and "/vote-image/" in left and "/vote-image/" in right
-    session = _session(url, "ann", "vote/")
-    left_url = re.search(r'src="/(vote-image/[^"]+)"', left).group(1)
+    token, prompt, pair, _, count = ann.predict(api_name="/next_pair")
+    assert prompt.startswith("**Prompt:**") and pair.count("/vote-image/") == 2 and count == "**0** votes so far"
+    assert ">A</figcaption>" in pair and ">B</figcaption>" in pair
+    session = _same_session(ann)
+    left_url = re.search(r'src="/(vote-image/[^"]+)"', pair).group(1)
     image = session.get(left_url)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     assert not any(chunk in image.content for chunk in (b"tEXt", b"iTXt", b"zTXt", b"parameters", b"eXIf"))
+    assert _session(url, "ann", "vote/").get(left_url).status_code == 404  # bound to the session it was issued to
     reveal = ann.predict(token, "A", api_name="/vote")
     assert session.get(left_url).status_code == 404  # an answered pair's images are gone
-    assert re.search(r"A was \*\*purple-(ema-)?00000\d\.safetensors\*\*", reveal)
+    assert re.search(r"A was <b>purple-(ema-)?00000\d\.safetensors</b>", reveal)
     with pytest.raises(Exception, match="already been answered"):
         ann.predict(token, "B", api_name="/vote")
     with pytest.raises(Exception, match="another voter"):
@@ -62,21 +79,24 @@ def test_vote_tab_issues_a_pair_records_one_vote_and_reveals(running_app):
 
 def test_leaderboard_and_decide_tabs(running_app):
     url, _ = running_app
-    ann = _client(url, "ann")
-    ratings, agreement, note = ann.predict("purple", api_name="/leaderboard")
+    ada = _client(url, "ada")
+    ratings, agreement, note = ada.predict("purple", api_name="/leaderboard")
     assert len(ratings["data"]) == 4 and {row[1] for row in ratings["data"]} >= {"purple-000002.safetensors"}
-    history = ann.predict("purple", "purple-000002.safetensors", "best in blind votes", api_name="/decide")
-    assert history["data"][0][:2] == ["purple-000002.safetensors", "ann"]
+    choices, evidence = ada.predict("purple", None, api_name="/decide_choices")  # preselected
+    recommended = choices["value"] if isinstance(choices, dict) else choices
+    assert recommended.endswith(".safetensors") and recommended in evidence and "recommended" in evidence
+    warning, history = ada.predict("purple", recommended, "best in blind votes", False, api_name="/decide")
+    assert history["data"][0][:2] == [recommended, "ada"] and warning.startswith("Marked")
 
 
 def test_nothing_outside_the_image_folder_is_served(running_app):
     url, _ = running_app
-    session = _session(url, "bob")
+    session = _session(url, "rita")
     for name in ("../evalsvc.duckdb", "%2e%2e/evalsvc.duckdb", "%252e%252e%252fevalsvc.duckdb",
                  "..%2fdemo-models%2fpurple-lora%2fpurple-000001.safetensors", "EVALSVC.DUCKDB"):
         response = session.get("image/" + name)
         assert response.status_code == 404 and b"DUCK" not in response.content.upper()[:4]
-    assert session.get("vote-image/not-a-token").status_code == 404
+    assert _session(url, "bob").get("vote-image/not-a-token").status_code == 404
 
 
 def _identifiers(store) -> set[str]:
@@ -96,11 +116,12 @@ def test_the_vote_page_serves_nothing_identifying_before_the_vote(running_app):
     import json
 
     url, store = running_app
-    session = _session(url, "bob", "vote/")
+    bob = _client(url, "bob", "vote/")
+    session = _same_session(bob)
     served = [session.get("vote/").text, session.get("vote/config").text]
-    token, prompt, left, right, reveal = _client(url, "bob", "vote/").predict(api_name="/next_pair")
-    served.append(json.dumps([token, prompt, left, right, reveal]))
-    for path in re.findall(r'src="/(vote-image/[^"]+)"', left + right):
+    token, prompt, pair, reveal, count = bob.predict(api_name="/next_pair")
+    served.append(json.dumps([token, prompt, pair, reveal, count]))
+    for path in re.findall(r'src="/(vote-image/[^"]+)"', pair):
         served.append(path)
         served.append(session.get(path).content.decode("latin-1"))
     text = "\n".join(served)
@@ -119,9 +140,8 @@ def _query(store, sql, params):
 
 def test_cell_endpoint_enlarges_a_grid_image_with_its_settings_and_scores(running_app):
     url, store = running_app
-    ann = _client(url, "ann")
-    html = ann.predict("purple", "prompt", "checkpoint", "(first)", "EMA", "(first)", "(first)", "(first)", 0,
-                       api_name="/grid")
+    ann = _client(url, "rita")
+    html = ann.predict("purple", "prompt", "checkpoint", *_filters(weights="EMA"), 1, api_name="/grid")
     image, key = re.search(r'src="/image/([^"]+)" data-key="([0-9a-f]{64})"', html).groups()
     details = ann.predict("purple", key, api_name="/cell")
     (seed, cfg, prompt, infotext, name), = _query(
@@ -137,7 +157,7 @@ def test_cell_endpoint_enlarges_a_grid_image_with_its_settings_and_scores(runnin
 
 def test_compare_endpoint_shows_both_images_and_their_deltas(running_app):
     url, store = running_app
-    ann = _client(url, "ann")
+    ann = _client(url, "rita")
     html, summary, table = ann.predict("purple", "toy-sd15", "purple-000002.safetensors", "purple-circle-left-white",
                                        "1", "cfg=5", api_name="/compare")
     stored = {name: (image, value) for name, image, value in _query(
@@ -162,8 +182,8 @@ def test_curves_endpoint_gives_the_recommendation_plots_and_latest_decision(runn
     from evalsvc.scoring.results import AnalysisConfig, run_recommendation
 
     url, store = running_app
-    ann = _client(url, "ann")
-    ann.predict("purple", "purple-ema-000001.safetensors", "curves test pick", api_name="/decide")
+    ann = _client(url, "ada")
+    ann.predict("purple", "purple-ema-000001.safetensors", "curves test pick", True, api_name="/decide")
     recommendation, decision, plots = ann.predict("purple", api_name="/curves")
     with store.thread_view() as view:
         expected = run_recommendation(view, "purple", AnalysisConfig(primary="clip_t"))

@@ -1,5 +1,5 @@
-"""The app in a real browser: Debian's Chromium, driven by Playwright, logs in through Gradio's login form,
-casts blind votes by clicking, and sees the leaderboard change.
+"""The app in a real browser: Debian's Chromium, driven by Playwright, logs in through the app's login form,
+casts blind votes with the keyboard, sees the leaderboard change, and marks a flagged release candidate.
 
 Playwright's own browser download does not work here, so this drives `/usr/bin/chromium` (Debian's package;
 `.ci/run` installs it). Without Chromium or playwright the test is skipped on a workstation and fails under
@@ -25,8 +25,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 60_000  # one Gradio event on two busy cores can take seconds; a broken page still fails in a minute
 VOTES = ("A", "B", "A", "B", "B", "A")  # decisive answers only: each moves two checkpoints' ratings
-BUTTONS = {"A": "A is better", "B": "B is better"}
-REVEAL = re.compile(r"Recorded (A|B)\. A was (\S+), B was (\S+)\.")
+KEYS = {"A": ("1", "a"), "B": ("2", "b")}  # one key per vote: digits and letters in turn
+REVEAL = re.compile(r"Your last vote: (A|B)\. A was (\S+), B was (\S+)\.")
+WITHOUT_REVEAL = """() => { const page = document.body.cloneNode(true);
+  page.querySelectorAll('.evs-reveal').forEach(e => e.remove()); return page.innerHTML.toLowerCase(); }"""
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +77,8 @@ def _shoot(page, folder: Path | None, name: str) -> None:
 
 
 def _logged_in_page(browser, url: str, user: str, ready):
-    """A page of its own browser context (own cookies) at `url`, logged in through Gradio's login form;
-    returns once `ready(page)` (a locator) shows."""
+    """A page of its own browser context (own cookies) at `url`, logged in through the app's login form (shown,
+    with 401, wherever a page is asked for without a session); returns once `ready(page)` (a locator) shows."""
     page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -153,42 +155,52 @@ def test_voting_in_chromium_changes_the_leaderboard(browser_available, chromium,
         assert len(candidates) == 4
 
         with serve_app(store, APP_USERS) as url:
-            # Before any vote: every candidate listed, none with a vote, all at the same rating.
-            board = _logged_in_page(chromium, url, "bob", ready=lambda page: page.get_by_role("tab").first)
+            # Before any vote: no ranking, and the tab says so.
+            board = _logged_in_page(chromium, url, "rita", ready=lambda page: page.get_by_role("tab").first)
             _open_tab(board, "Leaderboard")
-            before = _refreshed_ratings(board, lambda rows: board.get_by_text("no votes yet").is_visible(),
-                                        "its empty state")
-            assert {row[1] for row in before} == candidates
-            assert [row[4] for row in before] == ["0"] * 4 and len({row[2] for row in before}) == 1
+            board.get_by_text("No votes yet").wait_for()
+            assert _ratings(board) == []
 
-            # Blind votes by clicking, as ann on the vote page.
-            voter = _logged_in_page(chromium, url + "vote/", "ann",
-                                    ready=lambda page: page.get_by_role("button", name="Next pair"))
-            reveal = voter.locator("[data-testid=markdown]", has_text="Recorded")
-            seen, last_src = [], None
+            # Blind votes with the keyboard, as ann on the vote page: a pair on arrival, one key per vote.
+            voter = _logged_in_page(chromium, url + "vote/", "ann", ready=lambda page: page.locator("img[alt=B]"))
+            for label in ("A", "B"):  # large labels above the images
+                caption = voter.locator("figcaption", has_text=re.compile(f"^{label}$"))
+                assert caption.is_visible() and float(caption.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 30
+            assert voter.get_by_text("1 / a").first.is_visible() and voter.get_by_text("4 / x").first.is_visible()
+            seen = []
             for i, answer in enumerate(VOTES):
-                voter.get_by_role("button", name="Next pair").click()
-                voter.wait_for_function("old => { const a = document.querySelector('img[alt=A]');"
-                                        " return a !== null && a.getAttribute('src') !== old; }",
-                                        arg=last_src, timeout=TIMEOUT_MS)
                 _both_images_loaded(voter)
-                last_src = voter.locator("img[alt=A]").get_attribute("src")
-                assert reveal.count() == 0 or not reveal.inner_text().strip()
-                html = voter.content().lower()
-                leaked = sorted(text for text in identifying if text in html)
-                assert not leaked, f"the vote page names {leaked} before the vote"
+                before = voter.locator("img[alt=A]").get_attribute("src")
+                leaked = sorted(text for text in identifying if text in voter.evaluate(WITHOUT_REVEAL))
+                assert not leaked, f"the vote page names {leaked} before the vote (besides the last reveal)"
                 if i == 0:
                     _shoot(voter, shots, "vote-1-pair")
-                voter.get_by_role("button", name=BUTTONS[answer], exact=True).click()
+                voter.keyboard.press(KEYS[answer][i % 2])
+                voter.wait_for_function("old => { const a = document.querySelector('img[alt=A]');"
+                                        " return a !== null && a.getAttribute('src') !== old; }",
+                                        arg=before, timeout=TIMEOUT_MS)  # a new pair after the vote
+                reveal = voter.locator(".evs-reveal")
                 reveal.wait_for()
+                voter.wait_for_function("n => document.body.innerText.includes(n + ' vote')", arg=str(i + 1))
                 shown = REVEAL.search(reveal.inner_text())
                 assert shown and shown[1] == answer, reveal.inner_text()
                 assert {shown[2], shown[3]} <= candidates and shown[2] != shown[3]
                 seen.append(shown.groups())
-                named = {text for text in identifying if text in voter.content().lower()}
-                assert {shown[2].lower(), shown[3].lower()} <= named  # the leak check above can see names
                 if i == 0:
                     _shoot(voter, shots, "vote-2-reveal")
+            assert voter.get_by_text(f"{len(VOTES)} votes so far").is_visible()
+
+            # A second login of hers gets a pair: the first page's pair is abandoned, so she holds one at a time.
+            open_pairs = ("SELECT count(*) FROM vote_pairs WHERE voter = 'ann' AND skipped_at IS NULL "
+                          "AND token NOT IN (SELECT token FROM votes)")
+            other = _logged_in_page(chromium, url + "vote/", "ann", ready=lambda page: page.locator("img[alt=B]"))
+            _both_images_loaded(other)
+            with store.thread_view() as view:
+                assert view.db.execute(open_pairs).fetchone() == (1,)
+            voter.keyboard.press("1")  # the abandoned pair's vote is refused and not stored
+            voter.get_by_text("skipped").first.wait_for()
+            with store.thread_view() as view:
+                assert view.db.execute("SELECT count(*) FROM votes").fetchone() == (len(VOTES),)
 
             # The leaderboard now counts exactly the votes cast, per checkpoint.
             games = {name: 0 for name in candidates}
@@ -201,7 +213,7 @@ def test_voting_in_chromium_changes_the_leaderboard(browser_available, chromium,
                 margin[loser] -= 1
             after = _refreshed_ratings(board, lambda rows: sum(int(row[4] or 0) for row in rows) == 2 * len(VOTES),
                                        f"the {len(VOTES)} votes cast")
-            assert not board.get_by_text("no votes yet").is_visible()
+            assert not board.get_by_text("No votes yet").is_visible()
             assert {row[1]: int(row[4]) for row in after} == games
             assert [int(row[0]) for row in after] == [1, 2, 3, 4]
             ratings = [float(row[2]) for row in after]
@@ -247,7 +259,7 @@ def test_the_grid_puts_steps_and_base_on_its_axes_and_curves_show_the_portabilit
     shots = _screenshots()
 
     with open_store(steps_and_bases) as store, serve_app(store, APP_USERS, config=AppConfig(run="r")) as url:
-        page = _logged_in_page(chromium, url, "bob", ready=lambda page: page.get_by_role("tab").first)
+        page = _logged_in_page(chromium, url, "rita", ready=lambda page: page.get_by_role("tab").first)
         _open_tab(page, "Grid")
         _choose(page, "rows", "steps")
         _choose(page, "columns", "base")
@@ -276,3 +288,47 @@ def test_the_grid_puts_steps_and_base_on_its_axes_and_curves_show_the_portabilit
         colours = set(cells.evaluate_all("tds => tds.map(td => getComputedStyle(td).backgroundColor)"))
         assert len(colours) > 1  # a heat map: the cells are shaded by their values
         _shoot(page, shots, "curves-portability")
+
+
+def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmation(
+        browser_available, chromium, full_demo, copy_store):
+    from evalsvc.store import open_store
+
+    shots = _screenshots()
+    with open_store(copy_store(full_demo[0])) as store, serve_app(store, APP_USERS) as url:
+        page = _logged_in_page(chromium, url, "ada", ready=lambda page: page.get_by_role("tab").first)
+        _open_tab(page, "Decide")
+        chosen = page.get_by_label("release candidate (the recommendation first)", exact=True)
+        page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => "
+                               "i.value.endsWith('.safetensors'))", timeout=TIMEOUT_MS)
+        recommended = chosen.input_value()
+        with store.thread_view() as view:
+            from evalsvc.scoring.results import AnalysisConfig, run_recommendation
+
+            assert recommended == run_recommendation(view, "purple", AnalysisConfig()).checkpoint  # preselected
+        page.get_by_text("Evidence").click()
+        page.get_by_text("recommended, judged").first.wait_for()  # the evidence, one click away
+
+        page.get_by_role("button", name="Mark as release candidate").click()  # no reason given: a one-line error
+        toast = page.get_by_text("say why (the reason is recorded with the decision)")
+        toast.wait_for()
+        _open_tab(page, "Grid")  # leaving the tab clears its error toasts
+        toast.wait_for(state="hidden")
+        _open_tab(page, "Decide")
+
+        _choose(page, "release candidate (the recommendation first)", "purple-overcooked.safetensors")
+        page.get_by_label("why", exact=True).fill("the client wants the stronger look")
+        page.get_by_role("button", name="Mark as release candidate").click()
+        page.get_by_text("Needs a confirmation").wait_for()
+        assert "overcooked" in page.get_by_text("Needs a confirmation").inner_text()
+        with store.thread_view() as view:
+            assert view.db.execute("SELECT count(*) FROM decisions").fetchone() == (0,)  # nothing marked yet
+        _shoot(page, shots, "decide-confirmation")
+        page.get_by_role("button", name="Mark anyway").click()
+        page.get_by_text("confirmed despite the warning").wait_for()
+        with store.thread_view() as view:
+            (name, by, overrides), = view.db.execute(
+                "SELECT c.file_name, d.decided_by, d.overrides FROM decisions d JOIN checkpoints c "
+                "ON c.sha256 = d.checkpoint").fetchall()
+        assert (name, by) == ("purple-overcooked.safetensors", "ada") and "overcooked" in overrides
+        assert not page.get_by_role("button", name="Mark anyway").is_visible()

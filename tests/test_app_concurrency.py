@@ -117,21 +117,18 @@ def _voter_session(url: str, voter: str, votes: int) -> list[tuple[str, str, str
             token = pair[0]
             answer = ANSWERS[(int(voter[-2:]) + i) % len(ANSWERS)]
             ok, reveal = _call(client, "vote", token, answer)
-            assert ok and reveal[0].startswith(f"Recorded {answer}. A was **"), f"{voter}: vote failed: {reveal}"
+            assert ok and f"Your last vote: <b>{answer}</b>. A was <b>" in reveal[0], f"{voter}: vote failed: {reveal}"
             cast.append((token, voter, answer))
     finally:
         client.close()
     return cast
 
 
-def _replay(url: str, voter: str, token: str, answer: str, times: int) -> list[tuple[bool, object]]:
-    """Send the same vote `times` times at once, each on its own connection with `voter`'s login cookie.
+def _replay(url: str, cookies: dict, token: str, answer: str, times: int) -> list[tuple[bool, object]]:
+    """Send the same vote `times` times at once, each on its own connection with one login's cookies.
 
     Connections are opened after the barrier: a kept-alive login connection may meanwhile have been closed by
     the server (uvicorn closes idle ones after 5 s), and a POST on it would fail with a reset."""
-    client = _login(url, voter)
-    cookies = dict(client.cookies)
-    client.close()
     barrier = threading.Barrier(times)
 
     def send(_):
@@ -161,14 +158,15 @@ def test_fifty_voters_at_once_store_exactly_the_accepted_votes_and_replays_once(
     assert counting.most_open > 1  # the handlers really ran side by side
 
     token, voter, answer = accepted[0]
-    replies = _replay(url, voter, token, "B" if answer == "A" else "A", REPLAYS)
+    client = _login(url, voter)  # a second login of the voter replays an answered pair
+    cookies = dict(client.cookies)
+    replies = _replay(url, cookies, token, "B" if answer == "A" else "A", REPLAYS)
     assert all(not ok and "already been answered" in str(error) for ok, error in replies), _summary(replies)
     assert _rows(store, "SELECT voter, answer FROM votes WHERE token = ?", [token]) == [(voter, answer)]
 
-    client = _login(url, voter)  # a fresh pair answered 100 times at once: one wins, 99 are refused
-    ok, pair = _call(client, "next_pair")
+    ok, pair = _call(client, "next_pair")  # a fresh pair answered 100 times at once: one wins, 99 are refused
     client.close()
-    replies = _replay(url, voter, pair[0], "tie", REPLAYS)
+    replies = _replay(url, cookies, pair[0], "tie", REPLAYS)
     assert sum(ok for ok, _ in replies) == 1, _summary(replies)
     assert all("already been answered" in str(error) for ok, error in replies if not ok), _summary(replies)
     assert _rows(store, "SELECT voter, answer FROM votes WHERE token = ?", [pair[0]]) == [(voter, "tie")]

@@ -28,9 +28,10 @@ def _oracle_voter(store, token):
 
 def test_votes_that_follow_the_oracle_make_the_oracle_agree_fully(store):
     rng = np.random.default_rng(0)
-    for _ in range(120):
-        issued = issue_pair(store.db, "purple", "ann", rng=rng)
-        record_vote(store.db, issued.token, "ann", _oracle_voter(store, issued.token))
+    for i in range(120):  # 8 voters: a voter is never shown an image twice
+        voter = f"voter{i % 8}"
+        issued = issue_pair(store.db, "purple", voter, rng=rng)
+        record_vote(store.db, issued.token, voter, _oracle_voter(store, issued.token))
     agreement = {a.metric: a for a in metric_agreement(store.db, "purple")}
     decisive = store.db.execute("SELECT count(*) FROM votes WHERE answer IN ('A', 'B')").fetchone()[0]
     assert agreement["oracle"].agree == agreement["oracle"].votes == decisive > 20
@@ -41,14 +42,15 @@ def test_votes_that_follow_the_oracle_make_the_oracle_agree_fully(store):
 
 
 def test_a_checkpoint_that_always_wins_tops_the_leaderboard(store):
-    for _ in range(60):
-        issued = issue_pair(store.db, "purple", "bob")
+    for i in range(60):
+        voter = f"voter{i % 6}"
+        issued = issue_pair(store.db, "purple", voter)
         left, right = store.db.execute(
             "SELECT cl.file_name, cr.file_name FROM vote_pairs p JOIN work wl ON wl.key = p.left_key "
             "JOIN work wr ON wr.key = p.right_key JOIN checkpoints cl ON cl.sha256 = wl.checkpoint "
             "JOIN checkpoints cr ON cr.sha256 = wr.checkpoint WHERE p.token = ?", [issued.token]).fetchone()
         answer = "A" if left == "purple-000002.safetensors" else "B" if right == "purple-000002.safetensors" else "tie"
-        record_vote(store.db, issued.token, "bob", answer)
+        record_vote(store.db, issued.token, voter, answer)
     board = human_leaderboard(store.db, "purple")
     assert board.ratings[0].player == "purple-000002.safetensors"
     assert board.ratings[0].ci_low > max(r.rating for r in board.ratings[1:])  # clearly ahead

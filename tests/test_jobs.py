@@ -75,6 +75,8 @@ def _vote_continuously(url: str, stop: threading.Event, errors: list, counts: li
         client = Client(url + "vote/", auth=("ann", APP_USERS["ann"]), verbose=False)
         while not stop.is_set():
             token, *_ = client.predict(api_name="/next_pair")
+            if not token:  # she has seen every image: nothing left to vote on
+                break
             client.predict(token, "A", api_name="/vote")
             counts.append(token)
     except Exception as exc:  # any error fails the test below
@@ -113,12 +115,12 @@ def test_commands_run_while_the_app_is_up_queue_their_work_there_and_workers_do_
         assert "sampled 10 now" in job.output  # 5 checkpoints (base, raw and EMA of 2 epochs) x 2 prompts
 
         # the Jobs tab queues a scoring job through the app's API
-        client = Client(url, auth=("ann", APP_USERS["ann"]), verbose=False)
+        client = Client(url, auth=("ada", APP_USERS["ada"]), verbose=False)  # an admin
         status, table = client.predict("purple", "score", "", "", "", "", False, "overcook", "", "", "", api_name="/queue_job")
         score_id = int(status.split()[-1])
         assert _wait_for(store, score_id).state == "done"
         rows = client.predict(api_name="/jobs")["data"]
-        assert [r[0] for r in rows][:2] == [score_id, job_id] and rows[0][4] == "ann"
+        assert [r[0] for r in rows][:2] == [score_id, job_id] and rows[0][4] == "ada"
         with pytest.raises(Exception, match="unknown suite|no suite|not found"):
             client.predict("purple", "sample", "no-such-suite", "", "", "", False, "", "", "", "", api_name="/queue_job")
     finally:

@@ -121,8 +121,8 @@ def test_the_grid_shows_both_step_counts_and_votes_pair_only_within_one(two_step
         assert {(c.labels["sampler"], c.labels["steps"]) for c in page.cells.values()} == {
             ("dpmpp_2m_karras", "4"), ("euler", "20")}  # each image in its own row and column
         rng = np.random.default_rng(0)
-        for _ in range(60):
-            issue_pair(store.db, "purple", "ann", rng=rng)
+        for i in range(60):
+            issue_pair(store.db, "purple", f"voter{i % 6}", rng=rng)
         pairs = store.db.execute(
             "SELECT wl.steps, wr.steps, v.left_setting = v.right_setting FROM vote_pairs v "
             "JOIN work wl ON wl.key = v.left_key JOIN work wr ON wr.key = v.right_key").fetchall()
@@ -136,15 +136,16 @@ def test_votes_can_pair_one_checkpoint_at_two_settings_and_reveal_both(two_step_
     root, _ = two_step_counts
     with open_store(root) as store:
         rng = np.random.default_rng(1)
-        for _ in range(10):
-            issued = issue_pair(store.db, "purple", "bob", VoteConfig(pairing="settings"), rng=rng)
-            cast = record_vote(store.db, issued.token, "bob", "A")
+        for i in range(10):
+            voter = "bob" if i < 5 else "eve"
+            issued = issue_pair(store.db, "purple", voter, VoteConfig(pairing="settings"), rng=rng)
+            cast = record_vote(store.db, issued.token, voter, "A")
             assert cast.left == cast.right  # one checkpoint; the reveal names both settings by what differs
             assert {cast.left_where, cast.right_where} == {"4 steps, dpmpp_2m_karras", "20 steps, euler"}
         pairs = store.db.execute(
             "SELECT wl.checkpoint = wr.checkpoint, wl.steps <> wr.steps, wl.prompt = wr.prompt, wl.seed = wr.seed "
             "FROM vote_pairs v JOIN work wl ON wl.key = v.left_key JOIN work wr ON wr.key = v.right_key "
-            "WHERE v.voter = 'bob'").fetchall()
+            "WHERE v.voter IN ('bob', 'eve')").fetchall()
         comparisons = setting_comparisons(store.db, "purple")
     assert len(pairs) == 10 and all(all(p) for p in pairs) and len(comparisons) == 10
 

@@ -60,3 +60,17 @@ CURVES_CSS = """.evs-curves { display: grid; grid-template-columns: repeat(auto-
 .evs-portability { border-collapse: collapse; margin: 0.5em 0; }
 .evs-portability th, .evs-portability td { border: 1px solid #ccc; padding: 4px 8px; color: #111; }
 .evs-portability td.evs-heat { text-align: center; min-width: 9em; }"""
+# The vote page: keys 1/2/3/4 or a/b/t/x press the answer buttons (not while typing in a field).
+VOTE_KEYS_JS = """document.addEventListener('keydown', (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || event.target.closest('input, textarea')) return;
+  const answer = {'1': 'A', 'a': 'A', '2': 'B', 'b': 'B', '3': 'tie', 't': 'tie', '4': 'both_bad', 'x': 'both_bad'}
+    [event.key.toLowerCase()];
+  const button = answer && document.querySelector('#evs-vote-' + answer + ' , button#evs-vote-' + answer);
+  if (button && !button.disabled) { event.preventDefault(); button.click(); }
+});"""
+VOTE_CSS = """.evs-vote-pair { display: flex; flex-wrap: wrap; gap: 12px; justify-content: center; }
+.evs-vote-pair figure { margin: 0; width: min(384px, 46vw); }
+.evs-vote-pair img { display: block; width: 100%; height: auto; image-rendering: pixelated; }
+.evs-vote-pair figcaption { font-size: 2.4rem; font-weight: bold; text-align: center; line-height: 1.2; }
+.evs-reveal { animation: evs-fade 10s forwards; padding: 4px 8px; border-left: 4px solid #888; }
+@keyframes evs-fade { 0%, 70% { opacity: 1; } 100% { opacity: 0.35; } }"""

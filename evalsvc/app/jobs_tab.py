@@ -82,8 +82,9 @@ def job_rows(db, limit: int = 50) -> list[list]:
              "" if j.exit_code is None else j.exit_code, last_line(j.output)] for j in list_jobs(db, limit)]
 
 
-def jobs_tab(state, run) -> None:
-    """The tab's layout and events, inside the main page's Blocks; `run` is the page's run dropdown."""
+def jobs_tab(state, run) -> list:
+    """The tab's layout and events, inside the main page's Blocks; `run` is the page's run dropdown. Returns the
+    controls only admins may use."""
     import gradio as gr
 
     from ..jobs import submit
@@ -91,10 +92,11 @@ def jobs_tab(state, run) -> None:
     def queue(run, command, suite, seeds, cfgs, steps, score, metrics, backbone, samplers, lora_scales,
               request: gr.Request):
         try:
+            state.require(request, "may_act")
             args = job_request(JobForm(command, run, suite or "", seeds or "", cfgs or "", steps or "",
                                        samplers or "", lora_scales or "", bool(score), metrics or "", backbone or ""))
             with state.cursor() as db:
-                job_id = submit(db, command, args, getattr(request, "username", None) or "local")
+                job_id = submit(db, command, args, state.user(request))
         except InputError as exc:
             raise gr.Error(str(exc)) from None
         state.workers.wake()
@@ -121,7 +123,7 @@ def jobs_tab(state, run) -> None:
             score = gr.Checkbox(value=True, label="score after sampling")
             metrics = gr.Textbox(label="metrics (empty: every registered scorer)")
             backbone = gr.Textbox(label="CLIP backbone (empty: the run's last, else the default; 'toy': the toy CLIP)")
-        button = gr.Button("Queue job", variant="primary")
+        button = gr.Button("Queue job", variant="primary", interactive=state.gate is None)  # admins: `role_view`
         status = gr.Markdown()
         table = gr.Dataframe(headers=JOB_HEADERS, label="jobs, newest first")
         refresh = gr.Button("Refresh jobs")
@@ -130,3 +132,4 @@ def jobs_tab(state, run) -> None:
                      api_name="queue_job")
         refresh.click(show, None, table, api_name="jobs")
         gr.Timer(5).tick(show, None, table, api_visibility="private")
+    return [button]

@@ -2,13 +2,15 @@
 
 Routes besides Gradio's:
 - `/image/{name}`: a store image by its content address (`files.resolve_image` decides), for the grid;
-- `/vote-image/{token}`: the image behind an open vote pair's opaque image id, re-encoded as a PNG without
-  any metadata (no infotext, no file name), so nothing in its bytes or URL names the checkpoint;
+- `/vote-image/{token}`: the image behind an open vote pair's opaque image id, for the session the pair was
+  issued to only, re-encoded as a PNG without any metadata (no infotext, no file name) and with invisible
+  noise of its own (`vote_png`), so nothing in its bytes or URL names the checkpoint;
 - `POST /jobs`, `GET /jobs/{id}`: queue work and follow it, for commands run while the app owns the store;
   they need the token the app wrote into the store folder (`evalsvc.owner`), not a voter's login.
 
-With logins, both routes need the same session as the UI (Gradio's login cookie); without a session they
-answer 401. Every request handler works on its own DuckDB cursor of the one connection (`AppState.cursor`).
+With logins (`--auth`), every route passes the session gate first (`evalsvc.app.gate`: one session per login
+for both pages, roles voter / reviewer / admin). Every request handler works on its own DuckDB cursor of the
+one connection (`AppState.cursor`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from pathlib import Path
 
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 
+from ..errors import InputError
 from ..votes import VoteConfig
+from .access import LOCAL_ACCOUNT, LOCAL_USER, Account
+from .sessions import SessionConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class AppConfig:
     vote: VoteConfig = field(default_factory=VoteConfig)
     allowed_hosts: tuple[str, ...] = ()  # names besides localhost and `host` the app answers (`--allowed-host`)
     internal_runs: bool = False  # list the runs `regress` makes for itself in the run chooser (`--all-runs`)
+    sessions: SessionConfig = field(default_factory=SessionConfig)  # expiry and login limits (`--session-hours`)
 
     def host_names(self) -> list[str]:
         """Every name a request's Host header may carry: another one is answered 400 (DNS rebinding)."""
@@ -45,12 +51,14 @@ class AppConfig:
 
 
 class AppState:
-    """The open store and what every handler needs from it."""
+    """The open store, the logins (`accounts` by name; None: one local admin) and what every handler needs."""
 
-    def __init__(self, store, config: AppConfig):
+    def __init__(self, store, config: AppConfig, accounts: dict[str, Account] | None = None):
         from ..jobs import JobWorkers
+        from .gate import Gate
 
         self.store, self.config = store, config
+        self.gate = Gate(accounts, config.sessions) if accounts else None
         self.images = store.layout.images
         self.workers = JobWorkers(store, config.workers)
         self.job_token: str | None = None  # set once the app's link is published (`evalsvc.owner`)
@@ -66,6 +74,32 @@ class AppState:
         finally:
             cursor.close()
 
+    def user(self, request) -> str:
+        """Who sent a Gradio event: the session's name, `local` without logins."""
+        return getattr(request, "username", None) or LOCAL_USER if self.gate is None else \
+            (self.gate.user(request) or "")
+
+    def account(self, request) -> Account | None:
+        """The account of a Gradio event's session (the local admin without logins; None: no session)."""
+        if self.gate is None:
+            return LOCAL_ACCOUNT
+        session = self.gate.session(request)
+        return session.account if session else None
+
+    def session_id(self, request) -> str:
+        """The id of a Gradio event's session ("" without logins), which vote pairs are bound to."""
+        session = self.gate.session(request) if self.gate else None
+        return session.id if session else ""
+
+    def require(self, request, right: str) -> None:
+        """Refuse an event whose account lacks `right` (`may_act`, `may_vote` or `may_read`) with InputError."""
+        account = self.account(request)
+        if account is None:
+            raise InputError("log in first")
+        if not getattr(account, right):
+            what = {"may_act": "an admin", "may_vote": "a voter or an admin", "may_read": "a reviewer or an admin"}
+            raise InputError(f"only {what[right]} may do this (you are logged in as a {account.role})")
+
     def runs(self) -> list[str]:
         """The runs the run chooser lists: without `internal_runs`, not those `regress` makes for itself (unless
         one was asked for with `--run`)."""
@@ -77,36 +111,41 @@ class AppState:
                 or n == self.config.run]
 
 
-def png_without_metadata(path: Path) -> bytes:
-    """The image's pixels re-encoded as a PNG with no text chunks or other metadata."""
+def vote_png(path: Path, rng=None) -> bytes:
+    """The image's pixels re-encoded as a PNG with no text chunks or other metadata, a random 5% of its channel
+    values moved by 1/255 (invisible), so that no two servings of one image are the same file: the bytes of an
+    image whose identity a reveal showed cannot be matched to a later pair (by this voter or another)."""
+    import secrets
+
+    import numpy as np
     from PIL import Image
 
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(64))
     with Image.open(path) as image:
-        pixels = image.convert("RGB")
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    moved = (rng.random(pixels.shape) < 0.05) * rng.choice(np.array([-1, 1], dtype=np.int16), pixels.shape)
     out = io.BytesIO()
-    pixels.save(out, format="PNG")
+    Image.fromarray(np.clip(pixels + moved, 0, 255).astype(np.uint8)).save(out, format="PNG")
     return out.getvalue()
 
 
-def build_app(state: AppState, users: dict[str, str] | None = None):
-    """The FastAPI application: the two image routes and the Gradio UI at `/`."""
+def build_app(state: AppState):
+    """The FastAPI application: the session gate (with logins), the image routes and the Gradio UI at `/`."""
     import gradio as gr
-    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse, Response
 
     from ..votes import issued_image
-    from .access import password_checker
     from .files import FileRefused, resolve_image
-    from .ui import build_blocks, build_vote_blocks
+    from .ui import build_blocks
+    from .vote_page import build_vote_blocks
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # no API docs routes
+    if state.gate is not None:
+        state.gate.install(app)  # innermost: the host and origin checks below run first
     _host_checks(app, state.config.host_names())
 
-    def logged_in(request: Request) -> None:
-        if users and _session_user(app, request) is None:
-            raise HTTPException(status_code=401, detail="log in first")
-
-    @app.get("/image/{name:path}", dependencies=[Depends(logged_in)])
+    @app.get("/image/{name:path}")
     def image(name: str):
         try:
             path = resolve_image(state.images, name)
@@ -114,23 +153,25 @@ def build_app(state: AppState, users: dict[str, str] | None = None):
             raise HTTPException(status_code=404, detail=str(exc)) from None
         return FileResponse(path, media_type="image/png")
 
-    @app.get("/vote-image/{token}", dependencies=[Depends(logged_in)])
-    def vote_image(token: str):
+    @app.get("/vote-image/{token}")
+    def vote_image(token: str, request: Request):
+        session = getattr(request.state, "session", None)
+        viewer = (session.user, session.id) if session else (LOCAL_USER, "")
         with state.cursor() as db:
-            path = issued_image(db, token, state.images)
+            path = issued_image(db, token, state.images, *viewer)
         if path is None:
             raise HTTPException(status_code=404, detail="no open pair shows this image")
-        return Response(png_without_metadata(path), media_type="image/png",
+        return Response(vote_png(path), media_type="image/png",
                         headers={"Cache-Control": "no-store"})
 
     _job_routes(app, state)
-    auth = password_checker(users) if users else None
+    auth = {"auth_dependency": state.gate.user} if state.gate else {}
     runs = state.runs()
     vote_run = state.config.run or (runs[0] if runs else "")
     closed = {"openapi_url": None, "docs_url": None, "redoc_url": None}  # no API docs routes in Gradio's apps either
-    gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", auth=auth, footer_links=[],
+    gr.mount_gradio_app(app, build_vote_blocks(state, vote_run), path="/vote", footer_links=[], **auth,
                         app_kwargs=closed)
-    return gr.mount_gradio_app(app, build_blocks(state), path="/", auth=auth, footer_links=[], app_kwargs=closed)
+    return gr.mount_gradio_app(app, build_blocks(state), path="/", footer_links=[], app_kwargs=closed, **auth)
 
 
 def _host_checks(app, names: list[str]) -> None:
@@ -191,17 +232,6 @@ def _job_routes(app, state: AppState) -> None:
         return found.to_json()
 
 
-def _session_user(app, request) -> str | None:
-    """The user of the request's Gradio login cookie on any of the mounted pages (each keeps its own sessions)."""
-    for route in app.routes:
-        gradio_app = getattr(route, "app", None)
-        if hasattr(gradio_app, "tokens") and hasattr(gradio_app, "cookie_id"):
-            token = (request.cookies.get(f"access-token-{gradio_app.cookie_id}")
-                     or request.cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
-            if token in gradio_app.tokens:
-                return gradio_app.tokens[token]
-    return None
-
 
 @contextlib.contextmanager
 def running_workers(state: AppState, url: str):
@@ -227,10 +257,10 @@ def serve(store_path: Path | None, config: AppConfig, open_browser: bool = False
     from .access import check_bind, load_auth_file
 
     check_bind(config.host, config.auth_file)
-    users = load_auth_file(config.auth_file) if config.auth_file is not None else None
+    accounts = load_auth_file(config.auth_file) if config.auth_file is not None else None
     with open_store(store_path) as store:
-        state = AppState(store, config)
-        app = build_app(state, users)
+        state = AppState(store, config, accounts)
+        app = build_app(state)
         local = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
         url = f"http://{local}:{config.port}/"
         with running_workers(state, url):

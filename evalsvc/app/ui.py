@@ -1,36 +1,35 @@
 """The Gradio layout: tabs and event wiring only; every answer comes from `evalsvc` modules.
 
-Two pages: the main one at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide, Jobs; named API
-endpoints `grid`, `cell`, `compare`, `curves`, `leaderboard`, `decide`, `decisions`, `queue_job`, `jobs`) and the blind-vote page at `/vote/`
-(`next_pair`, `vote`), which shows nothing that identifies a checkpoint before the vote. Each tab of the main
-page is built by one `*_tab(state, run)` function, `run` being the page's run dropdown.
+The main page at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide, Jobs; named API endpoints
+`runs`, `grid`, `grid_filters`, `cell`, `compare`, `compare_choices`, `curves`, `leaderboard`, `decide_choices`,
+`decide`, `decisions`, `queue_job`, `jobs`) for reviewers and admins; the blind-vote page is `vote_page`.
+Each tab is built by one `*_tab(state, run)` function, `run` being the page's run dropdown; a tab's choices
+are read again when it is opened, so checkpoints, seeds and settings sampled after the app started show up.
 """
 
-import contextlib
 from html import escape
 
 from ..errors import InputError
 from .assets import CURVES_CSS, GRID_CSS, GRID_JS, LIGHTBOX_CSS, LIGHTBOX_JS, SLIDER_CSS, SLIDER_JS
+from .feedback import user_errors
 from .grid import AXES, GridRequest, grid_page
 from .jobs_tab import jobs_tab
 
 DEFAULT = "(first)"
 BEST_SETTING = "best"  # the Compare tab's setting choice: each checkpoint at its own best setting
+CLEAR_TOASTS_JS = "() => document.querySelectorAll('.toast-close').forEach(button => button.click())"
 
 
-def _voter(request) -> str:
-    return getattr(request, "username", None) or "local"
+def kept(value, choices, fallback):
+    """`value` when it is still one of `choices`, else `fallback` (a refresh keeps what the user chose)."""
+    return value if value in choices else fallback
 
 
-@contextlib.contextmanager
-def _user_errors():
-    """InputError shown to the user as a Gradio error (one line, no traceback)."""
-    import gradio as gr
-
-    try:
-        yield
-    except InputError as exc:
-        raise gr.Error(str(exc)) from None
+def opened(tab, fn, inputs, outputs, api_name=None):
+    """Read a tab's choices again whenever it is opened, and clear the toasts of the tab left behind."""
+    if fn is not None:
+        tab.select(fn, inputs, outputs, api_name=api_name, api_visibility="public" if api_name else "private")
+    tab.select(None, None, None, js=CLEAR_TOASTS_JS, api_visibility="private")
 
 
 def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str], page: int) -> str:
@@ -74,58 +73,75 @@ def _filterable(axis: str, choices: dict[str, tuple[str, ...]]) -> bool:
 
 
 def grid_tab(state, run) -> None:
-    """Any two axes as rows and columns, the others as filters (dropdowns of the run's values); click to enlarge."""
+    """Any two axes as rows and columns, the others as filters (dropdowns of the run's values); click to enlarge.
+    Pages count from 1, with previous and next."""
     import gradio as gr
 
     from .cell import cell_details, cell_html
 
     def show_grid(run, rows, columns, *values):
-        *values, page = values  # one filter per axis, in AXES order, then the page
+        *values, page = values  # one filter per axis, in AXES order, then the page (from 1)
         filters = {axis: value for axis, value in zip(AXES, values) if value and value != DEFAULT}
-        with _user_errors():
-            return grid_html(state, run, rows, columns, filters, int(page or 0))
+        with user_errors():
+            if page is None or int(page) < 1:
+                raise InputError(f"page must be 1 or more, got {page}")
+            return grid_html(state, run, rows, columns, filters, int(page) - 1)
 
-    def refresh_filters(run):
+    def step(delta):
+        return lambda page: max(1, int(page or 1) + delta)
+
+    def refresh_filters(run, *current):
         choices = _grid_choices(state, run)
-        return [gr.update(choices=[DEFAULT, *choices[axis]], value=DEFAULT, visible=_filterable(axis, choices))
-                for axis in AXES]
+        return [gr.update(choices=[DEFAULT, *choices[axis]], value=kept(value, choices[axis], DEFAULT),
+                          visible=_filterable(axis, choices)) for axis, value in zip(AXES, current)]
 
     def cell(run: str, key: str) -> dict:
         """One grid image's settings, infotext and per-image scores."""
-        with state.cursor() as db, _user_errors():
+        with state.cursor() as db, user_errors():
             return cell_details(db, run, key).as_json()
 
     def enlarge(run, event: gr.EventData):
         key = (getattr(event, "_data", None) or {}).get("key")
         if not key:
             return gr.skip()
-        with state.cursor() as db, _user_errors():
+        with state.cursor() as db, user_errors():
             return cell_html(cell_details(db, run, key))
 
     choices = _grid_choices(state, run.value)
-    with gr.Tab("Grid"):
+    with gr.Tab("Grid") as tab:
         with gr.Row():
             rows = gr.Dropdown(list(AXES), value="prompt", label="rows")
             columns = gr.Dropdown(list(AXES), value="checkpoint", label="columns")
-            page = gr.Number(value=0, precision=0, minimum=0, label="page")
         with gr.Row():
             filters = [gr.Dropdown([DEFAULT, *choices[axis]], value=DEFAULT, label=f"{axis} filter",
                                    allow_custom_value=True, visible=_filterable(axis, choices)) for axis in AXES]
-        show = gr.Button("Show grid")
+        with gr.Row():
+            show = gr.Button("Show grid", variant="primary")
+            previous = gr.Button("◀ Previous page")
+            page = gr.Number(value=1, precision=0, minimum=1, label="page")
+            following = gr.Button("Next page ▶")
         grid = gr.HTML(js_on_load=GRID_JS, css_template=GRID_CSS)
         enlarged = gr.HTML(js_on_load=LIGHTBOX_JS, css_template=LIGHTBOX_CSS)
-        show.click(show_grid, [run, rows, columns, *filters, page], grid, api_name="grid")
+        inputs = [run, rows, columns, *filters, page]
+        show.click(show_grid, inputs, grid, api_name="grid")
+        for button, delta in ((previous, -1), (following, 1)):
+            button.click(step(delta), page, page, api_visibility="private").then(
+                show_grid, inputs, grid, api_visibility="private")
         grid.click(enlarge, run, enlarged, api_visibility="private")
         gr.api(cell, api_name="cell")
-        run.change(refresh_filters, run, filters, api_visibility="private")
+        run.change(refresh_filters, [run, *filters], filters, api_visibility="private")
+        opened(tab, refresh_filters, [run, *filters], filters, api_name="grid_filters")
 
 
 def vote_tab(state, run) -> None:
     import gradio as gr
 
-    with gr.Tab("Blind vote"):
+    with gr.Tab("Blind vote") as tab:
         gr.Markdown("Blind votes have a page of their own, [/vote/](/vote/), that shows nothing but the two "
-                    "images and the prompt: send voters there.")
+                    "images and the prompt: send voters there. Give voters the `voter` role in the auth file: "
+                    "it opens only that page, so they cannot look a pair up in the grid. A reviewer's login "
+                    "cannot vote (it sees every checkpoint by name); an admin's can.")
+        opened(tab, None, None, None)
 
 
 def compare_tab(state, run) -> None:
@@ -139,18 +155,20 @@ def compare_tab(state, run) -> None:
         with state.store.thread_view() as store:
             return compare_choices(store, run) if run else None
 
-    def refresh(run):
+    def refresh(run, a=None, b=None, prompt=None, seed=None, setting=None):
+        """The run's choices, keeping the ones made where they still exist."""
         c = choices_of(run)
         if c is None:
             return [gr.update(choices=[], value=None)] * 5
-        return [gr.update(choices=list(c.checkpoints), value=c.default_a),
-                gr.update(choices=list(c.checkpoints), value=c.default_b),
-                gr.update(choices=list(c.prompts), value=c.prompts[0] if c.prompts else None),
-                gr.update(choices=[str(s) for s in c.seeds], value=str(c.seeds[0]) if c.seeds else None),
-                gr.update(choices=[BEST_SETTING, *c.settings], value=BEST_SETTING)]
+        seeds = [str(s) for s in c.seeds]
+        return [gr.update(choices=list(c.checkpoints), value=kept(a, c.checkpoints, c.default_a)),
+                gr.update(choices=list(c.checkpoints), value=kept(b, c.checkpoints, c.default_b)),
+                gr.update(choices=list(c.prompts), value=kept(prompt, c.prompts, c.prompts[0] if c.prompts else None)),
+                gr.update(choices=seeds, value=kept(seed, seeds, seeds[0] if seeds else None)),
+                gr.update(choices=[BEST_SETTING, *c.settings], value=kept(setting, c.settings, BEST_SETTING))]
 
     def show_compare(run, a, b, prompt, seed, setting):
-        with _user_errors():
+        with user_errors():
             try:
                 seed = int(seed)
             except (TypeError, ValueError):
@@ -162,15 +180,19 @@ def compare_tab(state, run) -> None:
                 {"headers": delta_headers(result.confidence), "data": delta_rows(result)})
 
     c = choices_of(run.value)
-    with gr.Tab("Compare"):
+    with gr.Tab("Compare") as tab:
         with gr.Row():
-            a = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_a, label="A")
-            b = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_b, label="B")
+            # choices are read again when the tab opens; a name typed or sent by the API is checked by `compare`
+            a = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_a, label="A",
+                            allow_custom_value=True)
+            b = gr.Dropdown(list(c.checkpoints) if c else [], value=c and c.default_b, label="B",
+                            allow_custom_value=True)
         with gr.Row():
             prompt = gr.Dropdown(list(c.prompts) if c else [], value=c.prompts[0] if c and c.prompts else None,
-                                 label="prompt")
+                                 label="prompt", allow_custom_value=True)
             seed = gr.Dropdown([str(s) for s in c.seeds] if c else [],
-                               value=str(c.seeds[0]) if c and c.seeds else None, label="seed")
+                               value=str(c.seeds[0]) if c and c.seeds else None, label="seed",
+                               allow_custom_value=True)
             cfg = gr.Dropdown([BEST_SETTING, *c.settings] if c else [BEST_SETTING], value=BEST_SETTING,
                               label="setting (best: each at its own best setting; or AXIS=VALUE,...)",
                               allow_custom_value=True)
@@ -180,6 +202,7 @@ def compare_tab(state, run) -> None:
         table = gr.Dataframe(headers=delta_headers(), label="metrics (↑ higher is better, ↓ lower)")
         go.click(show_compare, [run, a, b, prompt, seed, cfg], [view, summary, table], api_name="compare")
         run.change(refresh, run, [a, b, prompt, seed, cfg], api_visibility="private")
+        opened(tab, refresh, [run, a, b, prompt, seed, cfg], [a, b, prompt, seed, cfg], api_name="compare_choices")
 
 
 def curves_tab(state, run) -> None:
@@ -189,17 +212,18 @@ def curves_tab(state, run) -> None:
     from .curves import curves_html, decision_markdown, gather_curves, portability_section, recommendation_markdown
 
     def show_curves(run):
-        with _user_errors(), state.store.thread_view() as store:
+        with user_errors(), state.store.thread_view() as store:
             curves = gather_curves(store, run or "")
         return (recommendation_markdown(curves.report), decision_markdown(curves.decision),
                 portability_section(curves.report) + f'<div class="evs-curves">{curves_html(curves.report)}</div>')
 
-    with gr.Tab("Curves"):
+    with gr.Tab("Curves") as tab:
         show = gr.Button("Show curves", variant="primary")
         recommendation = gr.Markdown()
         decision = gr.Markdown()
         plots = gr.HTML(css_template=CURVES_CSS)
         show.click(show_curves, run, [recommendation, decision, plots], api_name="curves")
+        opened(tab, None, None, None)
 
 
 def leaderboard_tab(state, run) -> None:
@@ -214,111 +238,134 @@ def leaderboard_tab(state, run) -> None:
             agreement = metric_agreement(db, run)
             voted = [Setting.from_key(k) for k in voted_settings(db, run)]
             names = dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())
+        if not any(r.votes for r in board.ratings):  # no ranking to show: every rating would be the prior's
+            return [], agree_rows(agreement), ("**No votes yet** for this run, so there is no ranking: send "
+                                               "voters to [/vote/](/vote/).")
         table = [[i + 1, r.player, round(r.rating), f"{r.ci_low:.0f} to {r.ci_high:.0f}" if r.votes else "no votes",
                   r.votes]
                  for i, r in enumerate(board.ratings)]
-        agree = [[a.metric, f"{a.share:.0%}", f"{a.ci_low:.0%} to {a.ci_high:.0%}", a.votes] for a in agreement]
         needed = board.votes_to_separate_top_two
-        note = ("no votes yet" if not any(r.votes for r in board.ratings) else
-                f"about {needed:.0f} more votes to separate the top two" if needed not in (None, float("inf")) else
+        note = (f"about {needed:.0f} more votes to separate the top two" if needed not in (None, float("inf")) else
                 "the top two are tied so far")
         if len(voted) > 1:  # votes at different settings are never pooled
             note += (f"; ranked from the votes at {voted[0].label(varying_axes(voted), names)}, the setting with the most "
                      f"votes ({len(voted)} settings have votes)")
-        return table, agree, note
+        return table, agree_rows(agreement), note
 
-    with gr.Tab("Leaderboard"):
+    def agree_rows(agreement):
+        return [[a.metric, f"{a.share:.0%}", f"{a.ci_low:.0%} to {a.ci_high:.0%}", a.votes] for a in agreement]
+
+    with gr.Tab("Leaderboard") as tab:
         refresh = gr.Button("Refresh")
+        needed = gr.Markdown()
         ratings = gr.Dataframe(headers=["rank", "checkpoint", "rating", "95% CI", "votes"])
         agreement = gr.Dataframe(headers=["metric", "agrees with voters", "95% CI", "decisive votes"])
-        needed = gr.Markdown()
         refresh.click(show_leaderboard, run, [ratings, agreement, needed], api_name="leaderboard")
+        opened(tab, show_leaderboard, run, [ratings, agreement, needed])
 
 
-def decide_tab(state, run) -> None:
+def decide_tab(state, run) -> list:
+    """Mark the run's release candidate: a dropdown of its candidates with the recommendation preselected and its
+    evidence one click away; a flagged, significantly worse or unscored choice shows why and needs a
+    confirmation, which is recorded with the decision. Returns the controls only admins may use."""
     import gradio as gr
 
     from ..decisions import decisions, mark_release_candidate
+    from .decide import decide_view, run_candidates
 
-    def decide(run, checkpoint, reason, request: gr.Request):
-        with state.cursor() as db, _user_errors():
-            mark_release_candidate(db, run, checkpoint or "", _voter(request), reason or "")
-        return list_decisions(run)
+    def view_of(run):
+        with state.store.thread_view() as store:
+            return decide_view(store, run)
+
+    def candidate_names(run):
+        with state.store.thread_view() as store:
+            return list(run_candidates(store.db, run)) if run else []
+
+    def choices(run, current=None):
+        with user_errors():
+            if not run:
+                return gr.update(choices=[], value=None), ""
+            view = view_of(run)
+            value = kept(current, view.candidates, view.candidates[0])
+            return gr.update(choices=list(view.candidates), value=value), view.evidence(value)
+
+    def evidence(run, checkpoint):
+        with user_errors():
+            return view_of(run).evidence(checkpoint) if run and checkpoint else ""
+
+    def decide(run, checkpoint, reason, confirmed, request: gr.Request):
+        """Mark `checkpoint`; with warnings and not `confirmed`, nothing is recorded and the warnings are shown."""
+        with user_errors():
+            state.require(request, "may_act")
+            if not (reason or "").strip():
+                raise InputError("say why (the reason is recorded with the decision)")
+            warnings = view_of(run).warnings(checkpoint or "")
+            if warnings and not confirmed:
+                text = ("**Needs a confirmation:** " + "; ".join(escape(w) for w in warnings) +
+                        ". Press *Mark anyway* to record it with this warning.")
+                return text, gr.update(visible=True), list_decisions(run)
+            with state.cursor() as db:
+                mark_release_candidate(db, run, checkpoint or "", state.user(request), reason or "",
+                                       "; ".join(warnings))
+        done = f"Marked **{escape(checkpoint)}**" + (" (confirmed despite the warning)" if warnings else "") + "."
+        return done, gr.update(visible=False), list_decisions(run)
+
+    def mark_anyway(run, checkpoint, reason, request: gr.Request):
+        return decide(run, checkpoint, reason, True, request)
 
     def list_decisions(run):
         with state.cursor() as db:
-            return [[d.checkpoint, d.decided_by, d.decided_at.strftime("%Y-%m-%d %H:%M"), d.reason]
+            return [[d.checkpoint, d.decided_by, d.decided_at.strftime("%Y-%m-%d %H:%M"), d.reason, d.overrides]
                     for d in decisions(db, run)]
 
-    with gr.Tab("Decide"):
-        checkpoint = gr.Textbox(label="release candidate (checkpoint file name)")
-        reason = gr.Textbox(label="why")
-        mark = gr.Button("Mark as release candidate")
-        history = gr.Dataframe(headers=["checkpoint", "by", "when", "why"])
-        mark.click(decide, [run, checkpoint, reason], history, api_name="decide")
+    with gr.Tab("Decide") as tab:
+        checkpoint = gr.Dropdown(candidate_names(run.value), label="release candidate (the recommendation first)",
+                                 allow_custom_value=True)  # read again on opening: the handler checks the name
+        with gr.Accordion("Evidence", open=False):
+            shown = gr.Markdown()
+        admin = state.gate is None  # with logins, `build_blocks.role_view` enables the controls for admins
+        reason = gr.Textbox(label="why", interactive=admin)
+        mark = gr.Button("Mark as release candidate", variant="primary", interactive=admin)
+        warning = gr.Markdown()
+        anyway = gr.Button("Mark anyway", variant="stop", visible=False)
+        history = gr.Dataframe(headers=["checkpoint", "by", "when", "why", "confirmed despite"])
+        confirmed = gr.Checkbox(False, visible=False)
+        mark.click(decide, [run, checkpoint, reason, confirmed], [warning, anyway, history], api_name="decide")
+        anyway.click(mark_anyway, [run, checkpoint, reason], [warning, anyway, history], api_visibility="private")
+        checkpoint.change(evidence, [run, checkpoint], shown, api_visibility="private")
         gr.Button("Show decisions").click(list_decisions, run, history, api_name="decisions")
+        opened(tab, choices, [run, checkpoint], [checkpoint, shown], api_name="decide_choices")
+        run.change(choices, run, [checkpoint, shown], api_visibility="private")
+    return [reason, mark]
 
 
 def build_blocks(state):
-    """The main page: the run chooser above one tab per view."""
+    """The main page: the run chooser above one tab per view; the tabs' write controls enabled for admins only
+    (the handlers check the role too)."""
     import gradio as gr
+
+    from .gate import logout_link
 
     runs = state.runs()
+
+    def role_view(request: gr.Request):
+        account = state.account(request)
+        admin = account is not None and account.may_act
+        return [gr.update(interactive=admin) for _ in admin_only]
+
+    def refresh_runs(current):
+        names = state.runs()
+        return gr.update(choices=names, value=kept(current, names, names[0] if names else None))
+
     with gr.Blocks(title="evalsvc") as blocks:
-        gr.Markdown("# evalsvc")
+        with gr.Row():
+            gr.Markdown("# evalsvc")
+            if state.gate is not None:
+                gr.HTML(logout_link())
         run = gr.Dropdown(runs, value=state.config.run or (runs[0] if runs else None), label="run")
-        for tab in (grid_tab, compare_tab, curves_tab, vote_tab, leaderboard_tab, decide_tab, jobs_tab):
-            tab(state, run)
-    return blocks
-
-
-def build_vote_blocks(state, run: str):
-    """The blind-vote page: the prompt, two images under opaque ids, four answers, the reveal afterwards.
-
-    Nothing on it names a run, checkpoint, epoch or file before a vote: the run is fixed on the server.
-    Its events share one pool of 16 concurrent calls (Gradio's default is one at a time): each call works on
-    its own cursor, and a vote is stored once however many arrive at once.
-    """
-    import gradio as gr
-
-    from ..votes import issue_pair, record_vote
-
-    def next_pair(request: gr.Request):
-        with state.cursor() as db:
-            try:
-                issued = issue_pair(db, run, _voter(request), state.config.vote)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-        left = f'<img src="/vote-image/{issued.left_image}" width="320" alt="A">'
-        right = f'<img src="/vote-image/{issued.right_image}" width="320" alt="B">'
-        return issued.token, f"**Prompt:** {escape(issued.prompt)}", left, right, ""
-
-    def vote(token: str, answer: str, request: gr.Request) -> str:
-        with state.cursor() as db:
-            try:
-                cast = record_vote(db, token or "", _voter(request), answer)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-        if cast.left_where:
-            return (f"Recorded {answer}. A was **{cast.left}** at {escape(cast.left_where)}, B was the same "
-                    f"checkpoint at {escape(cast.right_where)}.")
-        return f"Recorded {answer}. A was **{cast.left}**, B was **{cast.right}**."
-
-    with gr.Blocks(title="blind vote") as blocks:
-        gr.Markdown("# Which image answers the prompt better?")
-        token = gr.Textbox(visible=False)
-        prompt = gr.Markdown()
-        with gr.Row():
-            left = gr.HTML()
-            right = gr.HTML()
-        answer = gr.Textbox(visible=False)
-        reveal = gr.Markdown()
-        start = gr.Button("Next pair", variant="primary")
-        at_once = {"concurrency_limit": 16, "concurrency_id": "vote-page"}
-        start.click(next_pair, None, [token, prompt, left, right, reveal], api_name="next_pair", **at_once)
-        gr.api(vote, api_name="vote", **at_once)
-        with gr.Row():
-            for label, value in (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"), ("Both bad", "both_bad")):
-                gr.Button(label).click(lambda v=value: v, None, answer, api_visibility="private").then(
-                    vote, [token, answer], reveal, api_visibility="private", **at_once)
+        controls = [tab(state, run) for tab in (grid_tab, compare_tab, curves_tab, vote_tab, leaderboard_tab,
+                                                 decide_tab, jobs_tab)]
+        admin_only = [component for some in controls if some for component in some]
+        blocks.load(role_view, None, admin_only, api_visibility="private")
+        blocks.load(refresh_runs, run, run, api_name="runs")
     return blocks

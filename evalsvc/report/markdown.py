@@ -67,7 +67,8 @@ def decision_text(decision) -> tuple[str, str]:
     """(checkpoint, "marked by <who> on <when> UTC: <why>") of a release decision, on one line."""
     when = decision.decided_at.strftime("%Y-%m-%d %H:%M")
     reason = " ".join(decision.reason.split())
-    return decision.checkpoint, f"marked by {decision.decided_by} on {when} UTC: {reason}"
+    despite = f" (confirmed despite: {' '.join(decision.overrides.split())})" if decision.overrides else ""
+    return decision.checkpoint, f"marked by {decision.decided_by} on {when} UTC: {reason}{despite}"
 
 
 def decision_note(report: Report) -> str | None:

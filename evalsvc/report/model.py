@@ -375,7 +375,7 @@ def report_json(report: Report) -> dict:
     out["loss"] = [{"step": p.step, "epoch": p.epoch, "loss": p.loss} for p in report.loss]
     out["unscored"] = list(report.unscored)
     out["decisions"] = [{"checkpoint": d.checkpoint, "decided_by": d.decided_by, "reason": d.reason,
-                         "decided_at": d.decided_at.replace(tzinfo=timezone.utc).isoformat()} for d in report.decisions]
+                         "overrides": d.overrides, "decided_at": d.decided_at.replace(tzinfo=timezone.utc).isoformat()} for d in report.decisions]
     return out
 
 

@@ -123,22 +123,42 @@ def leaderboard(store, run: str, metrics: list[str], config: AnalysisConfig = An
 FLAG_METRICS = ("memorised", "overcook")
 
 
-def _flags(flag_values: dict[str, dict], sha: str, settings: tuple[Setting, ...],
-           thresholds: FlagThresholds) -> tuple[str, ...]:
-    """Exclusion flags from the checkpoint's images at the settings it is judged at; `flag_values` holds
-    `metric_values` of each of FLAG_METRICS, read once for all candidates."""
+def flag_reasons(means: dict[str, float], thresholds: FlagThresholds) -> tuple[str, ...]:
+    """Why a checkpoint is excluded, from the mean of each of FLAG_METRICS over its images (absent: no values)."""
     flags = []
     for metric, limit, text in (("memorised", thresholds.memorised_share, "memorisation: {:.0%} of images are "
                                  "near-copies of a training image (limit {:.0%})"),
                                 ("overcook", thresholds.overcook, "overcooked: mean overcook z-score {:.2f} "
                                  "against the base (limit {:.2f})")):
-        by_setting = flag_values[metric]
-        values = [v for s in settings for v in by_setting.get((sha, s), {}).values()]
-        if values:
-            mean = sum(values) / len(values)
-            if mean > limit:
-                flags.append(text.format(mean, limit))
+        if metric in means and means[metric] > limit:
+            flags.append(text.format(means[metric], limit))
     return tuple(flags)
+
+
+def _flags(flag_values: dict[str, dict], sha: str, settings: tuple[Setting, ...],
+           thresholds: FlagThresholds) -> tuple[str, ...]:
+    """Exclusion flags from the checkpoint's images at the settings it is judged at; `flag_values` holds
+    `metric_values` of each of FLAG_METRICS, read once for all candidates."""
+    means = {}
+    for metric in FLAG_METRICS:
+        values = [v for s in settings for v in flag_values[metric].get((sha, s), {}).values()]
+        if values:
+            means[metric] = sum(values) / len(values)
+    return flag_reasons(means, thresholds)
+
+
+def flagged_at_settings(db, run: str, thresholds: FlagThresholds = FlagThresholds()) -> dict[tuple[str, str], tuple]:
+    """{(checkpoint sha, setting key): flags} of every checkpoint flagged by its images at one setting of `run`
+    (a cursor is enough: the vote page asks per pair)."""
+    rows = db.execute("SELECT w.checkpoint, g.setting, s.metric, avg(s.value) FROM scores s JOIN grid_cells g "
+                      "ON g.key = s.key AND g.run = ? JOIN work w ON w.key = s.key WHERE s.value IS NOT NULL "
+                      "AND s.metric IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL",
+                      [run, list(FLAG_METRICS)]).fetchall()
+    means: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for sha, setting, metric, mean in rows:
+        means[(sha, setting)][metric] = float(mean)
+    flagged = {player: flag_reasons(m, thresholds) for player, m in means.items()}
+    return {player: flags for player, flags in flagged.items() if flags}
 
 
 def candidate_values(store, run: str, config: AnalysisConfig) -> dict[str, dict[Setting, dict]]:

@@ -312,4 +312,12 @@ MIGRATIONS: tuple[tuple[str, object], ...] = (
         ALTER TABLE work ADD COLUMN IF NOT EXISTS stack TEXT;
         """,
     ),
+    (
+        "0013_vote_sessions",
+        """
+        ALTER TABLE vote_pairs ADD COLUMN session TEXT;
+        ALTER TABLE vote_pairs ADD COLUMN skipped_at TIMESTAMP;
+        ALTER TABLE decisions ADD COLUMN overrides TEXT;
+        """,
+    ),
 )
