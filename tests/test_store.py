@@ -67,8 +67,8 @@ def test_reader_upgrades_a_store_written_by_an_older_version(tmp_path):
         last_name, last_sql = next(m for m in reversed(MIGRATIONS) if isinstance(m[1], str))
         store.db.execute("DELETE FROM migrations WHERE name = ?", [last_name])
     old = duckdb.connect(str(root / "evalsvc.duckdb"))
-    for kind, name in _objects_created_by(last_sql):
-        old.execute(f"DROP {kind} {name}")
+    for statement in _undo_statements(last_sql):
+        old.execute(statement)
     old.close()
     with open_store(root, read_only=True) as store:
         assert store.read_only
@@ -76,12 +76,17 @@ def test_reader_upgrades_a_store_written_by_an_older_version(tmp_path):
         assert store.db.execute("SELECT name FROM runs").fetchall() == [("keep",)]
 
 
-def _objects_created_by(sql: str) -> list[tuple[str, str]]:
-    """(kind, name) of each table and sequence `sql` creates, tables first (they use the sequences)."""
+def _undo_statements(sql: str) -> list[str]:
+    """Statements undoing `sql`: drop the columns it adds, then the tables and sequences it creates (tables first: they use the sequences)."""
     import re
 
-    found = re.findall(r"CREATE (TABLE|SEQUENCE) (?:IF NOT EXISTS )?(\w+)", sql)
-    return sorted(found, key=lambda item: item[0] != "TABLE")
+    columns = re.findall(r"ALTER TABLE (\w+) ADD COLUMN (?:IF NOT EXISTS )?(\w+)", sql)
+    created = re.findall(r"CREATE (TABLE|SEQUENCE) (?:IF NOT EXISTS )?(\w+)", sql)
+    created.sort(key=lambda item: item[0] != "TABLE")
+    undo = [f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in columns]
+    undo += [f"DROP {kind} {name}" for kind, name in created]
+    assert undo, "the last SQL migration neither creates nor adds anything this test knows how to undo"
+    return undo
 
 
 def _store_before(root, migration: str):

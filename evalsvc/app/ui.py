@@ -271,15 +271,11 @@ def decide_tab(state, run) -> list:
     import gradio as gr
 
     from ..decisions import decisions, mark_release_candidate
-    from .decide import decide_view, run_candidates
+    from .decide import decide_view
 
     def view_of(run):
         with state.store.thread_view() as store:
             return decide_view(store, run)
-
-    def candidate_names(run):
-        with state.store.thread_view() as store:
-            return list(run_candidates(store.db, run)) if run else []
 
     def choices(run, current=None):
         with user_errors():
@@ -319,8 +315,10 @@ def decide_tab(state, run) -> list:
                     for d in decisions(db, run)]
 
     with gr.Tab("Decide") as tab:
-        checkpoint = gr.Dropdown(candidate_names(run.value), label="release candidate (the recommendation first)",
-                                 allow_custom_value=True)  # read again on opening: the handler checks the name
+        # Filled on opening, with the recommendation preselected (a value set here would be kept as the user's
+        # choice); custom values pass because the handler checks the name.
+        checkpoint = gr.Dropdown([], value=None, label="release candidate (the recommendation first)",
+                                 allow_custom_value=True)
         with gr.Accordion("Evidence", open=False):
             shown = gr.Markdown()
         admin = state.gate is None  # with logins, `build_blocks.role_view` enables the controls for admins
