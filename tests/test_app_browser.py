@@ -244,9 +244,14 @@ def steps_and_bases(tmp_path, sd15_dir, sd15_loras):
     return store
 
 
-def _choose(page, label: str, value: str) -> None:
-    """Pick `value` in the Gradio dropdown labelled `label`, as a person does: open it, click the option."""
-    page.get_by_label(label, exact=True).click()
+def _choose(page, label: str, value: str, typed: bool = False) -> None:
+    """Pick `value` in the Gradio dropdown labelled `label`, as a person does: open it (with `typed`, type the
+    value to narrow the list: a dropdown that takes custom values lists only the options matching its text),
+    click the option."""
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    if typed:
+        box.fill(value)
     page.locator(f'[role=option][aria-label="{value}"]:visible').click()
     page.locator(f'[role=option][aria-label="{value}"]:visible').wait_for(state="hidden")  # the list closed
 
@@ -316,7 +321,7 @@ def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmati
         toast.wait_for(state="hidden")
         _open_tab(page, "Decide")
 
-        _choose(page, "release candidate (the recommendation first)", "purple-overcooked.safetensors")
+        _choose(page, "release candidate (the recommendation first)", "purple-overcooked.safetensors", typed=True)
         page.get_by_label("why", exact=True).fill("the client wants the stronger look")
         page.get_by_role("button", name="Mark as release candidate").click()
         page.get_by_text("Needs a confirmation").wait_for()

@@ -29,7 +29,7 @@ ADMIN_ONLY = ("/gradio_api/upload", "/gradio_api/process_recording", "/monitorin
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Admission:
     status: int  # 200: admitted
     message: str = ""
 
@@ -45,22 +45,22 @@ def path_area(path: str) -> str:
     return "main"
 
 
-def admits(account: Account | None, path: str) -> Verdict:
+def admits(account: Account | None, path: str) -> Admission:
     """Whether a request for `path` with `account` (None: no session) may go on, else its status and why."""
     area = path_area(path)
     if area in ("open", "token"):
-        return Verdict(200)
+        return Admission(200)
     if account is None:
-        return Verdict(401, "log in first")
+        return Admission(401, "log in first")
     inner = path.removeprefix("/vote")
     if inner.startswith(ADMIN_ONLY) and not account.may_act:
-        return Verdict(403, "only an admin may use this route")
+        return Admission(403, "only an admin may use this route")
     if area == "vote" and not account.may_vote:
-        return Verdict(403, "the vote page is for voters: a reviewer sees every checkpoint by name, so a "
+        return Admission(403, "the vote page is for voters: a reviewer sees every checkpoint by name, so a "
                             "reviewer's vote would not be blind")
     if area == "main" and not account.may_read:
-        return Verdict(403, "a voter's login opens only the vote page, /vote/")
-    return Verdict(200)
+        return Admission(403, "a voter's login opens only the vote page, /vote/")
+    return Admission(200)
 
 
 class Gate:
