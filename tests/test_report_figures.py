@@ -37,16 +37,21 @@ def report() -> Report:
 
 
 def synthetic_report() -> Report:
-    """Epochs 1 to 5 of one raw series, an overcooked candidate, a base, two metrics and a loss."""
+    """Epochs 1 to 5 of one raw series, an overcooked candidate and another of their own series (drawn as dotted
+    lines with long legend labels), a base, two metrics and a loss."""
     rng = np.random.default_rng(3)
     candidates = [Candidate(f"purple-{e:06d}.safetensors", e, False, AT7, _scores(m, rng), where="CFG 7, 20 steps")
                   for e, m in MEANS.items()]
-    candidates.append(Candidate("purple-overcooked.safetensors", 9, False, AT7, _scores(0.33, rng),
+    candidates.append(Candidate("purple-overcooked-000009.safetensors", 9, False, AT7, _scores(0.33, rng),
                                 ("overcooked: mean overcook z-score 1.90 against the base (limit 1.00)",),
                                 "CFG 7, 20 steps"))
     rec = recommend(candidates, higher_is_better=True, config=BOOT)
-    rows = [CheckpointRow(CheckpointInfo(f"sha{c.name}", c.name, c.epoch, False, "candidate", "purple"), AT7,
+    rows = [CheckpointRow(CheckpointInfo(f"sha{c.name}", c.name, c.epoch, False, "candidate", c.name.rsplit("-", 1)[0]
+                                         if c.flags else "purple"), AT7,
                           {"clip_t": estimate_scores(c.scores, BOOT)}, {}) for c in candidates]
+    rows.append(CheckpointRow(CheckpointInfo("shaother", "purple-lower-learning-rate-000009.safetensors", 9, False,
+                                             "candidate", "purple-lower-learning-rate"), AT7,
+                              {"clip_t": estimate_scores(_scores(0.25, rng), BOOT)}, {}))  # not in the recommendation
     rows.append(CheckpointRow(CheckpointInfo("shabase", "toy-sd15", None, False, "base"), AT7,
                               {"clip_t": estimate_scores(_scores(0.18, rng), BOOT)}, {}))
     metrics = (MetricInfo("clip_t", "image", True, "CLIP image-text similarity", "target"),
@@ -63,10 +68,10 @@ def test_forest_rows_put_the_best_at_zero_then_by_difference_and_the_excluded_la
     rows = forest_rows(rec, higher_is_better=True)
     assert [r.name for r in rows][0] == rec.best == "purple-000004.safetensors"
     assert (rows[0].difference, rows[0].ci_low, rows[0].ci_high) == (0.0, 0.0, 0.0) and rows[0].best
-    assert rows[-1].name == "purple-overcooked.safetensors" and rows[-1].status == "excluded"
+    assert rows[-1].name == "purple-overcooked-000009.safetensors" and rows[-1].status == "excluded"
     means = {v.name: v.mean.mean for v in rec.verdicts}
     assert rows[-1].ci_low is None and rows[-1].difference == pytest.approx(
-        means["purple-overcooked.safetensors"] - means[rec.best]) and rows[-1].difference > 0
+        means["purple-overcooked-000009.safetensors"] - means[rec.best]) and rows[-1].difference > 0
     compared = rows[1:-1]
     assert [r.difference for r in compared] == sorted((r.difference for r in compared), reverse=True)
     assert {r.status for r in compared} == {"recommended", "tied", "worse"}
@@ -91,12 +96,12 @@ def test_the_summary_says_what_where_and_why_in_three_short_lines(report):
     assert "epoch 2" in s.what and "clip_t" in s.what
     assert "CFG 7, 20 steps" in s.setting and "--judge best" in s.setting
     assert "purple-000004" in s.why  # the best it is judged against
-    assert "1 significantly worse" in s.why and "excluded: purple-overcooked (overcooked)" in s.why
+    assert "1 significantly worse" in s.why and "excluded: purple-overcooked-000009 (overcooked)" in s.why
     assert "also within it: purple-000003, purple-000005" in s.why
     assert s.why.endswith(".") and re.sub(r"\d\.\d", "", s.why).count(".") == 1  # one sentence
     lines = summary_markdown(report)
     assert len(lines) == 3 and "**purple-000002.safetensors**" in lines[0]
-    assert all(len(line) <= 180 for line in lines), lines  # short lines, not a paragraph
+    assert all(len(line) <= 200 for line in lines), lines  # short lines, not a paragraph
 
 
 def _layout(fig):
@@ -121,6 +126,8 @@ def test_metric_plots_keep_the_legend_below_the_axes_and_the_title_whole(report)
         plot_width = max(a.get_window_extent(renderer).x1 for a in axes) - min(a.get_window_extent(renderer).x0
                                                                              for a in axes)
         assert plot_width >= 0.7 * figure.width, (metric, plot_width / figure.width)
+        assert box.height <= 0.3 * figure.height, (metric, box.height / figure.height)  # a few compact rows
+        assert "raw, 95% CI" in [t.get_text() for t in legend.get_texts()]  # a line and its band: one entry
         title = fig.get_suptitle()
         assert title.startswith(f"{metric} (higher is better; target prompts)")
         tbox = fig._suptitle.get_window_extent(renderer)
@@ -150,7 +157,7 @@ def test_the_forest_plot_has_one_row_per_candidate_a_zero_line_and_the_statuses(
     assert any(line.get_xdata()[0] == 0 == line.get_xdata()[-1] and line.get_linestyle() == "--"
                for line in ax.get_lines())
     svg = figure_svg(fig, "forest")
-    for text in ("best", "recommended", "tied", "worse", "excluded: overcooked", "purple-overcooked"):
+    for text in ("best", "recommended", "tied", "worse", "excluded: overcooked", "purple-overcooked-000009"):
         assert re.search(rf">{re.escape(text)}<", svg), text
     for label in ax.get_yticklabels():
         assert label.get_window_extent(renderer).x0 >= figure.x0  # the names are not cut off

@@ -17,11 +17,13 @@ import re
 from collections import Counter
 
 from .model import Report
+from .summary import short
 
 SERIES = ((False, "raw", "#1f6fb4"), (True, "EMA", "#d2452a"))
 BASE_COLOUR = "#555555"
 OTHER_COLOURS = ("#8e44ad", "#b8860b", "#16a085", "#7f8c8d")
 LEGEND_COLUMNS = 4  # the legend below a plot, in at most this many columns
+LEGEND_FONT = 8  # points
 LOSS_COLOUR = "#4d8f52"
 
 
@@ -80,14 +82,36 @@ def metric_figure(report: Report, metric: str):
     _epoch_axis(ax)
     prompts = f"{info.prompts} prompts" if info.prompts else "all prompts"
     fig.suptitle(f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better; {prompts})", fontsize=10)
-    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = _merged_bands(*ax.get_legend_handles_labels(), report.config.bootstrap.confidence)
     if loss_ax is not None:
         _loss_plot(loss_ax, report)
         more = loss_ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(LEGEND_COLUMNS, len(labels)) or 1,
-               fontsize=8, frameon=False, handlelength=1.6, columnspacing=1.2)
+    fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels, fig.get_figwidth()),
+               fontsize=LEGEND_FONT, frameon=False, handlelength=1.6, columnspacing=1.2)
     return fig
+
+
+def _merged_bands(handles, labels, confidence: float):
+    """One legend entry for each line and its interval band ("raw" and "raw 95% CI" -> "raw, 95% CI")."""
+    suffix = f" {100 * confidence:g}% CI"
+    index = {label: i for i, label in enumerate(labels)}
+    out_handles, out_labels = [], []
+    for handle, label in zip(handles, labels):
+        if label.endswith(suffix) and label.removesuffix(suffix) in index:
+            continue
+        if label + suffix in index:
+            handle, label = (handles[index[label + suffix]], handle), f"{label},{suffix}"
+        out_handles.append(handle)
+        out_labels.append(label)
+    return out_handles, out_labels
+
+
+def legend_columns(labels: list[str], width_in: float) -> int:
+    """How many legend columns fit across `width_in` inches: at most LEGEND_COLUMNS, fewer for long labels
+    (a label's width estimated from its characters, plus its line sample and the column gap)."""
+    widest = max((len(label) for label in labels), default=1) * 0.55 * LEGEND_FONT + 3.2 * LEGEND_FONT  # points
+    return max(1, min(LEGEND_COLUMNS, len(labels), int(0.95 * width_in * 72 // widest)))
 
 
 def _epoch_axis(ax) -> None:
@@ -122,7 +146,8 @@ def _metric_lines(ax, report: Report, metric: str) -> None:
     for row in report.rows:
         value = metric_value(row, metric)
         if row.info.role == "candidate" and row.info.series != main and value is not None:
-            ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=row.info.label, zorder=2)
+            ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=short(row.info.file_name),
+                       zorder=2)
         if row.info.role == "base" and value is not None:
             ax.axhline(value[0], color=BASE_COLOUR, linestyle=next(base_styles), linewidth=1.2, zorder=2,
                        label="base" if len(bases) == 1 else f"base {row.info.file_name}")
@@ -167,7 +192,6 @@ def forest_figure(report: Report, series: str = "overall"):
     from matplotlib.figure import Figure
 
     from ..stats.forest import forest_rows
-    from .summary import short
 
     rec = report.recommendations[series]
     primary = report.config.primary
