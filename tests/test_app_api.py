@@ -184,9 +184,10 @@ def test_curves_endpoint_gives_the_recommendation_plots_and_latest_decision(runn
     url, store = running_app
     ann = _client(url, "ada")
     ann.predict("purple", "purple-ema-000001.safetensors", "curves test pick", True, api_name="/decide")
-    recommendation, decision, plots = ann.predict("purple", api_name="/curves")
+    recommendation, forest, details, decision, plots = ann.predict("purple", api_name="/curves")
     with store.thread_view() as view:
         expected = run_recommendation(view, "purple", AnalysisConfig(primary="clip_t"))
-    assert f"**{expected.checkpoint}**" in recommendation.splitlines()[0]
+    assert f"**{expected.checkpoint}**" in recommendation.splitlines()[0] and len(recommendation.splitlines()) == 3
+    assert forest.count("<svg") == 1 and all(f"- {r}" in details for r in expected.reasons)
     assert "purple-ema-000001.safetensors" in decision and "curves test pick" in decision
     assert plots.count("<svg") >= 5 and 'data-metric="clip_t"' in plots and "training loss" in plots

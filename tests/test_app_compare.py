@@ -6,7 +6,8 @@ import pytest
 
 from evalsvc.app.cell import cell_details, cell_html
 from evalsvc.app.compare import CompareRequest, compare, compare_choices, comparison_html, delta_rows
-from evalsvc.app.curves import curves_html, decision_markdown, gather_curves, recommendation_markdown
+from evalsvc.app.curves import (curves_html, decision_markdown, details_markdown, forest_html, gather_curves,
+                                recommendation_markdown)
 from evalsvc.app.view import primary_metric
 from evalsvc.errors import InputError
 from evalsvc.stats import BootstrapConfig
@@ -139,11 +140,15 @@ def test_curves_carry_the_recommendation_every_metric_and_the_latest_decision(sh
         assert curves.decision is None and "No release decision" in decision_markdown(curves.decision)
         expected = run_recommendation(store, "purple", AnalysisConfig(primary="clip_t", prompt_role="target"))
         text = recommendation_markdown(curves.report)
-        assert f"**{expected.checkpoint}**" in text.splitlines()[0] and "Among EMA weights only" in text
+        assert f"**{expected.checkpoint}**" in text.splitlines()[0] and len(text.splitlines()) == 3
+        details = details_markdown(curves.report)
+        assert "Among EMA weights only" in details and all(f"- {r}" in details for r in expected.reasons)
+        forest = forest_html(curves.report)
+        assert forest.count("<svg") == 1 and "each candidate against the best" in forest
         html = curves_html(curves.report)
         assert html.count("<svg") == len(curves.report.metrics) >= 5 and 'data-metric="clip_t"' in html
         assert html.index('data-metric="clip_t"') < html.index('data-metric="clip_i"')  # the primary first
-        assert "training loss" in html  # the primary's plot carries the loss curve
+        assert "training loss" in html  # the loss beside the primary's plot
         mark_release_candidate(store.db, "purple", EPOCH1, "ann", "first pick")
         mark_release_candidate(store.db, "purple", EPOCH2, "bob", "sharper circles")
         latest = decision_markdown(gather_curves(view, "purple").decision)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from html import escape as html_escape
 
 import duckdb
 import pytest
@@ -85,15 +86,19 @@ def test_markdown_has_the_leaderboard_and_the_recommendation(short_demo, copy_st
     data = json.loads(_report(root, root, "json", capsys))
     recommended = data["recommendation"]["checkpoint"]
     assert "| checkpoint | epoch | weights | setting | clip_t ↑ (target) |" in text
-    assert (f"**Recommended** by clip_t on target prompts, judged each checkpoint at its own best setting "
-            f"(--judge best): **{recommended}**") in text
+    summary = text.split("\n\n")[1].splitlines()  # after the title: the three-line summary, then the fold
+    assert len(summary) == 3 and summary[0].startswith(f"Recommended: **{recommended}** (")
+    assert "by clip_t on target prompts" in summary[0] and "(--judge best)" in summary[1]
+    assert summary[2].startswith("Why: ")
+    fold = text.index("<details><summary>details</summary>")
+    assert fold < text.index("### Release decision") and text.index("</details>") < text.index("### Release decision")
     assert f"| {data['checkpoints'][0]['name']} | " in text and "| CFG 5 |" in text  # one setting: named by its CFG
     assert f"| **{recommended}** ⭐ |" in text
     for checkpoint in data["checkpoints"]:
         e = checkpoint["metrics"]["clip_t"]
         assert re.search(rf"^\| (\*\*)?{re.escape(checkpoint['name'])}.*\| {e['mean']:.4g} \[", text, re.M)
     for reason in data["recommendation"]["reasons"]:
-        assert f"- {reason}" in text
+        assert f"- {reason}" in text and text.index(f"- {reason}") > fold  # the sentences inside the fold
     assert "### Flags" in text
 
 
@@ -105,8 +110,18 @@ def test_html_is_offline_with_svg_plots_and_image_strips(short_demo, tmp_path, c
     assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//|@import|<script|<link|<iframe", text, re.I)
     assert "http://" not in text and "https://" not in text
     data = json.loads(_report(root, tmp_path, "json", capsys))
-    assert text.count("<svg") == len(data["metrics"]) >= 5
-    assert "training loss" in text  # the loss curve on the primary metric's plot
+    assert text.count("<svg") == 1 + len(data["metrics"]) >= 6  # the forest plot and one plot per metric
+    assert "training loss" in text  # the loss curve beside the primary metric's plot
+    # The recommendation first: summary, forest plot, the sentences in a fold; the curves further down.
+    recommended = data["recommendation"]["checkpoint"]
+    summary = text.index(f"Recommended: <strong>{recommended}</strong>")
+    forest, fold = text.index('<figure class="forest">'), text.index("<details><summary>details</summary>")
+    assert summary < forest < fold < text.index("</details>") < text.index("<h2>Metrics by epoch</h2>")
+    folded = text[fold:text.index("</details>")]
+    for reason in data["recommendation"]["reasons"]:
+        assert html_escape(reason) in folded
+    for verdict in data["recommendation"]["verdicts"]:  # one forest row per candidate
+        assert f">{html_escape(verdict['checkpoint'].removesuffix('.safetensors'))}<" in text[forest:fold]
     strips = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', text)
     assert len(strips) >= 3 * 2
     ids = Counter(re.findall(r'\bid="([^"]+)"', text))

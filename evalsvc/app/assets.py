@@ -56,6 +56,8 @@ SLIDER_CSS = """.evs-views { display: flex; flex-wrap: wrap; gap: 24px; align-it
 .evs-pair figcaption { font-size: 13px; max-width: 256px; }"""
 CURVES_CSS = """.evs-curves { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
 .evs-curve { margin: 0; }
+.evs-forest { margin: 0; max-width: 720px; }
+.evs-forest svg { width: 100%; height: auto; }
 .evs-curve svg { width: 100%; height: auto; }
 .evs-portability { border-collapse: collapse; margin: 0.5em 0; }
 .evs-portability th, .evs-portability td { border: 1px solid #ccc; padding: 4px 8px; color: #111; }

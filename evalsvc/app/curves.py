@@ -1,5 +1,5 @@
-"""A run's curves: each metric against the epoch with its intervals and the training loss (the report's plots),
-the recommendation and the latest release decision."""
+"""A run's curves: the recommendation (summary, forest plot, the sentences behind it), the latest release decision,
+and each metric against the epoch with its intervals and the training loss (the report's plots)."""
 
 from __future__ import annotations
 
@@ -37,17 +37,24 @@ def gather_curves(store, run: str, config: CurvesConfig = CurvesConfig()) -> Cur
 
 
 def recommendation_markdown(report: Report) -> str:
-    """The recommendation with its reasons, and the raw-only and EMA-only picks when both kinds exist."""
-    from ..report.markdown import SERIES_TITLES, pick
+    """The recommendation's summary in three lines: what, at which setting, why."""
+    from ..report.markdown import summary_markdown
 
-    c = report.config
-    overall = report.recommendations["overall"]
-    lines = [f"**Recommended** by {c.primary} on {c.prompt_role} prompts, judged {c.judge.describe()} "
-             f"(--judge {c.judge.text}): {pick(overall)}", ""]
-    lines += [f"- {reason}" for reason in overall.reasons]
-    lines += [f"- {SERIES_TITLES[s]}: {pick(report.recommendations[s])}" for s in ("raw", "ema")
-              if s in report.recommendations]
-    return "\n".join(lines)
+    return "\n".join(summary_markdown(report))
+
+
+def details_markdown(report: Report) -> str:
+    """The sentences behind the summary, one bullet each, and the raw-only and EMA-only picks when both exist."""
+    from ..report.markdown import reasons_markdown
+
+    return "\n".join(reasons_markdown(report))
+
+
+def forest_html(report: Report) -> str:
+    """The recommendation's forest plot (each candidate against the best) as inline SVG."""
+    from ..report.plots import figure_svg, forest_figure
+
+    return f'<figure class="evs-forest">{figure_svg(forest_figure(report), "forest")}</figure>'
 
 
 def decision_markdown(decision: Decision | None) -> str:

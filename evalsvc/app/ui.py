@@ -206,23 +206,30 @@ def compare_tab(state, run) -> None:
 
 
 def curves_tab(state, run) -> None:
-    """Every metric against the epoch with intervals and the loss, the recommendation and the latest decision."""
+    """The recommendation (summary, forest plot, its sentences in a closed fold), the latest decision, and every
+    metric against the epoch with intervals and the loss."""
     import gradio as gr
 
-    from .curves import curves_html, decision_markdown, gather_curves, portability_section, recommendation_markdown
+    from .curves import (curves_html, decision_markdown, details_markdown, forest_html, gather_curves,
+                         portability_section, recommendation_markdown)
 
     def show_curves(run):
         with user_errors(), state.store.thread_view() as store:
             curves = gather_curves(store, run or "")
-        return (recommendation_markdown(curves.report), decision_markdown(curves.decision),
-                portability_section(curves.report) + f'<div class="evs-curves">{curves_html(curves.report)}</div>')
+        report = curves.report
+        plots = portability_section(report) + f'<div class="evs-curves">{curves_html(report)}</div>'
+        return (recommendation_markdown(report), forest_html(report), details_markdown(report),
+                decision_markdown(curves.decision), plots)
 
     with gr.Tab("Curves") as tab:
         show = gr.Button("Show curves", variant="primary")
         recommendation = gr.Markdown()
+        forest = gr.HTML(css_template=CURVES_CSS)
+        with gr.Accordion("details", open=False):
+            details = gr.Markdown()
         decision = gr.Markdown()
         plots = gr.HTML(css_template=CURVES_CSS)
-        show.click(show_curves, run, [recommendation, decision, plots], api_name="curves")
+        show.click(show_curves, run, [recommendation, forest, details, decision, plots], api_name="curves")
         opened(tab, None, None, None)
 
 

@@ -12,6 +12,7 @@ from .markdown import (NO_DECISION, SERIES_TITLES, decision_note, decision_text,
                        pick, weights)
 from .model import Report
 from .portability import portability_html
+from .summary import recommendation_summary
 
 THUMBNAIL = 192  # longest side of an embedded image, in pixels; larger images are downscaled
 SHOWN = 128  # displayed width of an image, in CSS pixels
@@ -20,7 +21,9 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .recommendation { background: #f4f8ff; border: 1px solid #c9d8f0; border-radius: 6px; padding: 0.6em 1em; }
-.recommendation li, .notes li { margin: 0.25em 0; }
+.recommendation p { margin: 0; line-height: 1.5; } details li, .notes li { margin: 0.25em 0; }
+figure.forest { margin: 0.8em 0; max-width: 640px; } figure.forest svg { width: 100%; height: auto; }
+details > summary { cursor: pointer; color: #335; }
 table { border-collapse: collapse; font-size: 0.85em; } th, td { padding: 0.3em 0.6em; border: 1px solid #ddd; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 .wide { overflow-x: auto; } tr.recommended td { background: #fff7d6; font-weight: 600; }
@@ -53,9 +56,22 @@ def image_data_uri(path: Path, max_side: int = THUMBNAIL) -> tuple[str, bool]:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), width < SHOWN
 
 
+def _summary(report: Report) -> str:
+    """The recommendation's three-line summary."""
+    s = recommendation_summary(report)
+    chosen = "none" if s.checkpoint is None else f"<strong>{escape(s.checkpoint)}</strong>"
+    return (f'<div class="recommendation"><p>Recommended: {chosen} {escape(s.what)}<br>{escape(s.setting)}<br>'
+            f"Why: {escape(s.why)}</p></div>")
+
+
 def _recommendations(report: Report) -> str:
+    """The summary, the forest plot of every candidate against the best, the sentences behind them in a fold,
+    and the flags."""
+    from .plots import figure_svg, forest_figure
+
     c = report.config
-    parts = ['<div class="recommendation">']
+    parts = [_summary(report), f'<figure class="forest">{figure_svg(forest_figure(report), "forest")}</figure>',
+             "<details><summary>details</summary>"]
     for series, title in SERIES_TITLES.items():
         rec = report.recommendations.get(series)
         if rec is None:
@@ -65,7 +81,7 @@ def _recommendations(report: Report) -> str:
                      f"{escape(c.judge.describe())} (--judge {escape(c.judge.text)}): "
                      f"<strong>{chosen}</strong></p>")
         parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in rec.reasons) + "</ul>")
-    parts.append("</div>")
+    parts.append("</details>")
     lines = flags(report)
     parts.append("<h2>Flags</h2>")
     parts.append('<ul class="flags">' + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>" if lines else

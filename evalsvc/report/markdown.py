@@ -1,10 +1,11 @@
-"""The report as Markdown, short enough for a pull-request comment: recommendation, release decision,
-leaderboard, flags."""
+"""The report as Markdown, short enough for a pull-request comment: the recommendation's summary (its sentences
+folded away), release decision, leaderboard, flags."""
 
 from __future__ import annotations
 
 from .model import CheckpointRow, Report
 from .portability import portability_markdown
+from .summary import recommendation_summary
 
 SERIES_TITLES = {"overall": "Recommended", "raw": "Among raw weights only", "ema": "Among EMA weights only"}
 
@@ -42,6 +43,20 @@ def pick(rec) -> str:
         return "none (every candidate is flagged)"
     epoch = "no epoch" if rec.epoch is None else f"epoch {rec.epoch}"
     return f"**{_escape(rec.checkpoint)}** ({epoch}, {'EMA' if rec.ema else 'raw'}, {_escape(rec.where or '')})"
+
+
+def summary_markdown(report: Report) -> list[str]:
+    """The recommendation's summary as three Markdown lines (hard line breaks), the checkpoint in bold."""
+    s = recommendation_summary(report)
+    first = f"Recommended: {'none' if s.checkpoint is None else f'**{_escape(s.checkpoint)}**'} {_escape(s.what)}"
+    return [first + "  ", _escape(s.setting) + "  ", f"Why: {_escape(s.why)}"]
+
+
+def reasons_markdown(report: Report) -> list[str]:
+    """The recommendation's sentences, one bullet each, and the raw-only and EMA-only picks when both exist."""
+    lines = [f"- {_escape(reason)}" for reason in report.recommendations["overall"].reasons]
+    return lines + [f"- {SERIES_TITLES[s]}: {pick(report.recommendations[s])}" for s in ("raw", "ema")
+                    if s in report.recommendations]
 
 
 def metric_header(report: Report, metric: str) -> str:
@@ -98,14 +113,8 @@ def render_markdown(report: Report) -> str:
     c = report.config
     recommended = report.recommendations["overall"].checkpoint
     lines = [f"## evalsvc report: run `{report.run}`", ""]
-    overall = report.recommendations["overall"]
-    lines += [f"**Recommended** by {c.primary} on {c.prompt_role} prompts, judged {c.judge.describe()} "
-              f"(--judge {c.judge.text}): {pick(overall)}", ""]
-    lines += [f"- {_escape(reason)}" for reason in overall.reasons] + [""]
-    for series in ("raw", "ema"):
-        if series in report.recommendations:
-            lines.append(f"- {SERIES_TITLES[series]}: {pick(report.recommendations[series])}")
-    lines += [""] if len(report.recommendations) > 1 else []
+    lines += summary_markdown(report) + [""]
+    lines += ["<details><summary>details</summary>", ""] + reasons_markdown(report) + ["", "</details>", ""]
     lines += ["### Release decision", ""] + _decision_lines(report) + [""]
     names = [m.name for m in report.metrics]
     lines += ["### Leaderboard", "",

@@ -1,9 +1,11 @@
-"""Each metric against the epoch, as inline SVG for the HTML report.
+"""Each metric against the epoch, and the recommendation as a forest plot, as inline SVG for the HTML report.
 
 Raw and EMA weights of the run's main training series are separate lines with interval bands, the base
 a dashed reference line, checkpoints of other training series (say, a variant trained beside it) dotted
-reference lines, the recommended checkpoint a star; the primary metric's plot carries the training loss on a second axis
-(one curve: raw and EMA files come from the same training run). Figures use matplotlib's object API,
+reference lines, the recommended checkpoint a star; the primary metric's plot has the training loss on its own small
+axes beside it (one curve: raw and EMA files come from the same training run). Titles sit above the figure and
+legends below it, so neither is clipped nor narrows the plot. The forest plot shows the recommendation: each
+candidate's paired difference to the best. Figures use matplotlib's object API,
 never pyplot's global state; SVG text stays text, and ids are prefixed per figure so that many plots
 can share one page.
 """
@@ -15,10 +17,13 @@ import re
 from collections import Counter
 
 from .model import Report
+from .summary import short
 
 SERIES = ((False, "raw", "#1f6fb4"), (True, "EMA", "#d2452a"))
 BASE_COLOUR = "#555555"
 OTHER_COLOURS = ("#8e44ad", "#b8860b", "#16a085", "#7f8c8d")
+LEGEND_COLUMNS = 4  # the legend below a plot, in at most this many columns
+LEGEND_FONT = 8  # points
 LOSS_COLOUR = "#4d8f52"
 
 
@@ -61,13 +66,64 @@ def main_series(report: Report) -> str | None:
 
 
 def metric_figure(report: Report, metric: str):
-    """The plot of one metric against the epoch (a matplotlib Figure)."""
+    """The plot of one metric against the epoch (a matplotlib Figure): the title above, the legend in a few
+    columns below, and for the primary metric the training loss on its own small axes to the right."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     info = report.metric(metric)
-    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
-    ax = fig.add_subplot()
+    with_loss = metric == report.config.primary and bool(report.loss)
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    if with_loss:
+        ax, loss_ax = fig.subplots(1, 2, width_ratios=(3, 1))
+    else:
+        ax, loss_ax = fig.add_subplot(), None
+    _metric_lines(ax, report, metric)
+    ax.set_ylabel(metric)
+    _epoch_axis(ax)
+    prompts = f"{info.prompts} prompts" if info.prompts else "all prompts"
+    fig.suptitle(f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better; {prompts})", fontsize=10)
+    handles, labels = _merged_bands(*ax.get_legend_handles_labels(), report.config.bootstrap.confidence)
+    if loss_ax is not None:
+        _loss_plot(loss_ax, report)
+        more = loss_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels, fig.get_figwidth()),
+               fontsize=LEGEND_FONT, frameon=False, handlelength=1.6, columnspacing=1.2)
+    return fig
+
+
+def _merged_bands(handles, labels, confidence: float):
+    """One legend entry for each line and its interval band ("raw" and "raw 95% CI" -> "raw, 95% CI")."""
+    suffix = f" {100 * confidence:g}% CI"
+    index = {label: i for i, label in enumerate(labels)}
+    out_handles, out_labels = [], []
+    for handle, label in zip(handles, labels):
+        if label.endswith(suffix) and label.removesuffix(suffix) in index:
+            continue
+        if label + suffix in index:
+            handle, label = (handles[index[label + suffix]], handle), f"{label},{suffix}"
+        out_handles.append(handle)
+        out_labels.append(label)
+    return out_handles, out_labels
+
+
+def legend_columns(labels: list[str], width_in: float) -> int:
+    """How many legend columns fit across `width_in` inches: at most LEGEND_COLUMNS, fewer for long labels
+    (a label's width estimated from its characters, plus its line sample and the column gap)."""
+    widest = max((len(label) for label in labels), default=1) * 0.55 * LEGEND_FONT + 3.2 * LEGEND_FONT  # points
+    return max(1, min(LEGEND_COLUMNS, len(labels), int(0.95 * width_in * 72 // widest)))
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _metric_lines(ax, report: Report, metric: str) -> None:
+    """Raw and EMA lines with bands, other series and the base as reference lines, the recommendation a star."""
     main = main_series(report)
     for ema, label, colour in SERIES:
         points = sorted((r.info.epoch, *v) for r in report.rows if r.info.role == "candidate" and r.info.ema == ema
@@ -90,7 +146,8 @@ def metric_figure(report: Report, metric: str):
     for row in report.rows:
         value = metric_value(row, metric)
         if row.info.role == "candidate" and row.info.series != main and value is not None:
-            ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=row.info.label, zorder=2)
+            ax.axhline(value[0], color=next(others), linestyle=":", linewidth=1.5, label=short(row.info.file_name),
+                       zorder=2)
         if row.info.role == "base" and value is not None:
             ax.axhline(value[0], color=BASE_COLOUR, linestyle=next(base_styles), linewidth=1.2, zorder=2,
                        label="base" if len(bases) == 1 else f"base {row.info.file_name}")
@@ -100,33 +157,68 @@ def metric_figure(report: Report, metric: str):
                 and row.info.epoch is not None):
             ax.plot([row.info.epoch], [value[0]], marker="*", markersize=15, color="#f2c12e",
                     markeredgecolor="black", linestyle="none", label="recommended", zorder=4)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    prompts = f"{info.prompts} prompts" if info.prompts else "all prompts"
-    ax.set_title(f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better; {prompts})", fontsize=10)
-    handles, labels = ax.get_legend_handles_labels()
-    if metric == report.config.primary and report.loss:
-        handles, labels = _loss_axis(ax, report, handles, labels)
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
-    return fig
 
 
-def _loss_axis(ax, report: Report, handles, labels):
+def _loss_plot(ax, report: Report) -> None:
+    """The training loss against the (fractional) epoch, smoothed when it has many steps."""
     xs, ys = loss_positions(report)
-    loss_ax = ax.twinx()
     window = max(1, len(ys) // 40)
     if window > 1:
-        loss_ax.plot(xs, ys, color=LOSS_COLOUR, linewidth=0.6, alpha=0.35)
-    loss_ax.plot(xs, _smoothed(ys, window), color=LOSS_COLOUR, linewidth=1.2,
-                 label="training loss" + (f" (mean of {window} steps)" if window > 1 else ""))
-    loss_ax.set_ylabel("training loss", color=LOSS_COLOUR)
-    loss_ax.tick_params(axis="y", colors=LOSS_COLOUR)
-    ax.set_zorder(loss_ax.get_zorder() + 1)  # the metric's lines above the loss curve
-    ax.patch.set_visible(False)
-    more_handles, more_labels = loss_ax.get_legend_handles_labels()
-    return handles + more_handles, labels + more_labels
+        ax.plot(xs, ys, color=LOSS_COLOUR, linewidth=0.6, alpha=0.35)
+    ax.plot(xs, _smoothed(ys, window), color=LOSS_COLOUR, linewidth=1.2,
+            label="training loss" + (f" (mean of {window} steps)" if window > 1 else ""))
+    ax.set_title("training loss", fontsize=9)
+    ax.tick_params(labelsize=8)
+    _epoch_axis(ax)
+
+
+STATUS_STYLES = {  # status -> (marker, colour)
+    "recommended": ("*", "#d29a00"), "tied": ("o", "#1f6fb4"), "worse": ("o", "#b03a2e"),
+    "excluded": ("x", "#888888")}
+
+
+def _status_label(row) -> str:
+    from ..stats.forest import flag_names
+
+    if row.best:
+        return "best, recommended" if row.status == "recommended" else "best"
+    return f"excluded: {', '.join(flag_names(row))}" if row.status == "excluded" else row.status
+
+
+def forest_figure(report: Report, series: str = "overall"):
+    """Each candidate's paired difference in the primary metric to the best, with its interval: one row per
+    candidate (the best at 0, excluded ones grey crosses without an interval), a zero line, the status on the
+    right."""
+    from matplotlib.figure import Figure
+
+    from ..stats.forest import forest_rows
+
+    rec = report.recommendations[series]
+    primary = report.config.primary
+    rows = forest_rows(rec, report.metric(primary).higher_is_better)
+    fig = Figure(figsize=(6.4, 1.2 + 0.3 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axvline(0, color=BASE_COLOUR, linewidth=1, linestyle="--", zorder=1)
+    for y, row in enumerate(rows):
+        marker, colour = STATUS_STYLES.get(row.status, ("o", BASE_COLOUR))
+        if row.ci_low is not None:
+            ax.plot([row.ci_low, row.ci_high], [y, y], color=colour, linewidth=2, solid_capstyle="butt", zorder=2)
+        ax.plot([row.difference], [y], marker=marker, markersize=12 if marker == "*" else 6, color=colour,
+                linestyle="none", zorder=3)
+    several = len({r.where for r in rows}) > 1  # name the setting only when the candidates differ in it
+    ax.set_yticks(range(len(rows)), [f"{short(r.name)} ({r.where})" if several and r.where else short(r.name)
+                                     for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    status = ax.secondary_yaxis("right")
+    status.set_yticks(range(len(rows)), [_status_label(r) for r in rows], fontsize=8)
+    status.tick_params(length=0)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    pct = f"{100 * report.config.bootstrap.confidence:g}%"
+    ax.set_xlabel(f"paired difference in {primary} to the best (positive: better), {pct} CI", fontsize=8)
+    fig.suptitle(f"{primary}: each candidate against the best, {short(rec.best) if rec.best else 'none'}",
+                 fontsize=10)
+    return fig
 
 
 def figure_svg(fig, prefix: str) -> str:
