@@ -249,7 +249,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                     break
                 continue
             for batch in _batches(cells, batch_size):
-                progress.observer.check()  # only here, between batches: every finished cell is recorded
+                progress.observer.check()  # between batches: every cell finished so far is recorded
                 keys = [p.key for p in batch]
                 sink.start(keys)
                 t0 = time.perf_counter()
