@@ -1,7 +1,8 @@
 """The store work behind `evalsvc sample`, `score` and `add`, shared by the command line and the app's job workers.
 
-Each work function takes an open store (or a thread view of it) and the command's arguments (an argparse
-namespace) and returns an `Outcome`: the lines to show and the exit code. Jobs carry the same arguments as
+Each work function takes an open store (or a thread view of it), the command's arguments (an argparse
+namespace) and optionally an observer (`evalsvc.progress`: a job's, told of each sampled batch and able to
+stop the work between batches) and returns an `Outcome`: the lines to show and the exit code. Jobs carry the same arguments as
 JSON (`job_args` / `namespace`), with defaults taken from the command line's own parser.
 """
 
@@ -96,18 +97,19 @@ def check_sample_args(args) -> None:
         score_config(args, args.device)
 
 
-def _runner_config(args):
+def _runner_config(args, observer=None):
     from .sampling.runner import RunnerConfig
 
-    return RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+    return RunnerConfig(device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+                        observer=observer)
 
 
-def _sample_suite(store, args, out: Outcome):
+def _sample_suite(store, args, out: Outcome, observer=None):
     from .sampling.runner import sample_run
     from .suites import load_suite
 
     suite = load_suite(args.suite)
-    options, config = stacked(store, args, grid_options(args)), _runner_config(args)
+    options, config = stacked(store, args, grid_options(args)), _runner_config(args, observer)
     if config.progress:
         for note in options.notes:
             print(note)
@@ -124,30 +126,32 @@ def _sample_suite(store, args, out: Outcome):
     return report
 
 
-def sample_work(store, args) -> Outcome:
+def sample_work(store, args, observer=None) -> Outcome:
     """`evalsvc sample`: the suite's grid (or the run's queued cells), then scoring when `--score`."""
     from .sampling.runner import sample_queued
 
     check_sample_args(args)
     out = Outcome()
     if args.suite is None:
-        report = sample_queued(store, args.run, _runner_config(args))
+        report = sample_queued(store, args.run, _runner_config(args, observer))
         out.lines.append(f"run {args.run!r}, queued grid: {report.cells_total} cells; sampled {report.sampled} now, "
                          f"{report.failed} failed; images in {store.layout.images}")
     else:
-        report = _sample_suite(store, args, out)
+        report = _sample_suite(store, args, out, observer)
     if args.score:
+        if observer is not None:
+            observer.check()  # cancelled during the last batch: no scoring either
         out.lines.extend(score_lines(store, args.run, score_config(args, args.device)))
     out.exit_code = 1 if report.failed else 0
     return out
 
 
-def score_work(store, args) -> Outcome:
-    """`evalsvc score`."""
+def score_work(store, args, observer=None) -> Outcome:
+    """`evalsvc score` (a job's observer is not told of scoring, nor can it stop it)."""
     return Outcome(0, score_lines(store, args.run, score_config(args, args.device, args.batch_size)))
 
 
-def add_work(store, args) -> Outcome:
+def add_work(store, args, observer=None) -> Outcome:
     """`evalsvc add`; for jobs from `watch` and the trainer also their loss rows and the suite's grid afterwards."""
     from .catalog import add_checkpoints
     from .store.bulk import insert_rows
@@ -169,8 +173,10 @@ def add_work(store, args) -> Outcome:
         with store.transaction() as db:
             insert_rows(db, "losses", ["run", "step", "epoch", "loss", "lr"], args.losses)
     if getattr(args, "suite", None) and (report.added or report.known):
-        sampled = _sample_suite(store, args, out)
+        sampled = _sample_suite(store, args, out, observer)
         if getattr(args, "score", False):
+            if observer is not None:
+                observer.check()
             out.lines.extend(score_lines(store, args.run, score_config(args, args.device)))
         out.exit_code = max(out.exit_code, 1 if sampled.failed else 0)
     return out
@@ -223,6 +229,6 @@ def namespace(command: str, args: dict) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
-def run_job(store, command: str, args: dict) -> Outcome:
-    """Run one queued job on `store` (a worker's thread view)."""
-    return WORK[command](store, namespace(command, args))
+def run_job(store, command: str, args: dict, observer=None) -> Outcome:
+    """Run one queued job on `store` (a worker's thread view), telling `observer` of its sampling."""
+    return WORK[command](store, namespace(command, args), observer)

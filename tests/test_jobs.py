@@ -5,14 +5,19 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from evalsvc.app.jobs_tab import args_text, job_rows
 from evalsvc.cli import main
 from evalsvc.errors import InputError
-from evalsvc.jobs import claim, finish, get_job, list_jobs, requeue_interrupted, submit
+from evalsvc.jobs import (Job, JobObserver, JobProgress, cancel, claim, finish, get_job, list_jobs,
+                          requeue_interrupted, run_claimed, submit)
 from evalsvc.store import open_store
+from evalsvc.store.migrations import MIGRATIONS
 from evalsvc.work import namespace
 
 from conftest import APP_USERS, serve_app
@@ -48,6 +53,89 @@ def test_jobs_are_claimed_oldest_first_once_and_an_interrupted_one_is_queued_aga
             submit(db, command, args, by)
 
 
+def test_a_queued_job_is_cancelled_at_once_a_running_one_is_marked_and_a_finished_one_is_refused(store):
+    db = store.db
+    queued = submit(db, "sample", {"run": "r", "suite": "toy"}, "ann")
+    job = cancel(db, queued, "ada")
+    assert (job.state, job.cancel_by, job.output) == ("cancelled", "ada", "cancelled by ada before it started")
+    assert claim(db) is None  # a cancelled job is never claimed
+    running = submit(db, "sample", {"run": "r", "suite": "toy"}, "ann")
+    assert claim(db).id == running
+    observer = JobObserver(db, running)
+    assert not observer.cancelled()
+    job = cancel(db, running, "ada")
+    assert (job.state, job.cancel_by) == ("running", "ada") and observer.cancelled()
+    assert cancel(db, running, "bob").cancel_by == "ada"  # asked once: the first asker is kept
+    finish(db, running, 0, "ok")
+    for job_id, state in ((queued, "cancelled"), (running, "done")):
+        with pytest.raises(InputError, match=f"job {job_id} is already {state}; only a queued or running job"):
+            cancel(db, job_id, "ada")
+    with pytest.raises(InputError, match="no job 999"):
+        cancel(db, 999, "ada")
+
+    # an owner that died while a job was asked to stop: the job ends cancelled instead of running again
+    asked = submit(db, "score", {"run": "r"}, "ann")
+    other = submit(db, "score", {"run": "r"}, "ann")
+    assert claim(db).id == asked and claim(db).id == other
+    cancel(db, asked, "ada")
+    assert requeue_interrupted(db) == 1
+    assert (get_job(db, asked).state, get_job(db, other).state) == ("cancelled", "queued")
+
+
+def test_a_jobs_progress_arguments_and_time_left_read_in_one_line_each(store):
+    start = datetime(2026, 1, 1, 12, 0, 0)
+    job = Job(1, "sample", "r", {}, "running", "ann", start, start, None, None, None,
+              cells_done=6, cells_total=24, progress_at=start + timedelta(seconds=60))
+    progress = JobProgress.of(job)
+    assert (progress.cells, progress.eta_seconds, progress.eta) == ("6/24 cells", 180.0, "about 3 min")
+    from dataclasses import replace
+
+    assert JobProgress.of(replace(job, state="cancelled")).eta == ""  # no time left for a job that ended
+    assert (JobProgress.of(replace(job, cells_done=0)).eta, JobProgress.of(replace(job, cells_total=None)).cells) \
+        == ("", "")
+    args = {"run": "r", "suite": "/a/b/tiny.toml", "seeds": [1, 2], "cfg": [5.0, 7.5], "steps": None, "score": True,
+            "allow_pickle": False, "size": [[64, 96]], "losses": [[1, 0, 0.5, 1e-3]]}
+    assert args_text(args) == "suite=tiny.toml seeds=1,2 cfg=5,7.5 score size=64x96"
+    assert len(args_text({"run": "r", "paths": ["/x/" + "a" * 200]})) == 120
+
+    db = store.db
+    job_id = submit(db, "sample", {"run": "r", "suite": "toy", "seeds": [3]}, "ann")
+    claim(db)
+    observer = JobObserver(db, job_id)
+    observer.start(8)
+    observer.advance(2)
+    cancel(db, job_id, "ada")
+    [row] = job_rows(db)
+    assert row[:8] == [job_id, "sample", "r", "suite=toy seeds=3", "running (cancel asked)", "2/8 cells",
+                       row[6], "ann"]
+    assert row[6].startswith("about ")
+
+
+def test_the_job_progress_migration_keeps_every_job(tmp_path):
+    """A store from before jobs could be cancelled: its jobs are kept, and a new one can be cancelled."""
+    import duckdb
+
+    root = tmp_path / "old"
+    root.mkdir()
+    db = duckdb.connect(str(root / "evalsvc.duckdb"))
+    db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    for name, sql in MIGRATIONS:
+        if name == "0014_job_progress":
+            break
+        sql(db) if callable(sql) else db.execute(sql)
+        db.execute("INSERT INTO migrations (name) VALUES (?)", [name])
+    old = db.execute(
+        "INSERT INTO jobs (command, run, args, state, submitted_by, submitted_at, exit_code, output) "
+        "VALUES ('score', 'r', '{\"run\": \"r\"}', 'done', 'ann', now(), 0, 'ok') RETURNING id").fetchone()[0]
+    db.close()
+    with open_store(root) as store:
+        job = get_job(store.db, old)
+        assert (job.state, job.args, job.output, job.cells_total, job.cancel_at) == ("done", {"run": "r"}, "ok",
+                                                                                     None, None)
+        new = submit(store.db, "score", {"run": "r"}, "ann")
+        assert new > old and cancel(store.db, new, "ada").state == "cancelled"
+
+
 def test_a_job_gets_the_command_lines_defaults_and_unknown_arguments_are_refused():
     args = namespace("sample", {"run": "r", "suite": "toy", "seeds": [3, 4]})
     assert (args.seeds, args.steps, args.score, args.lora_scale, args.no_progress) == ((3, 4), None, False, (1.0,), True)
@@ -62,7 +150,7 @@ def _wait_for(store, job_id: int, timeout: float = 240.0):
     while time.time() < deadline:
         with store.thread_view() as view:
             job = get_job(view.db, job_id)
-        if job is not None and job.state in ("done", "failed"):
+        if job is not None and job.state in ("done", "failed", "cancelled"):
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish within {timeout} s")
@@ -120,7 +208,10 @@ def test_commands_run_while_the_app_is_up_queue_their_work_there_and_workers_do_
         score_id = int(status.split()[-1])
         assert _wait_for(store, score_id).state == "done"
         rows = client.predict(api_name="/jobs")["data"]
-        assert [r[0] for r in rows][:2] == [score_id, job_id] and rows[0][4] == "ada"
+        assert [r[0] for r in rows][:2] == [score_id, job_id] and rows[0][7] == "ada"
+        assert rows[0][3] == "metrics=overcook" and rows[1][5] == "10/10 cells", rows[:2]
+        with pytest.raises(Exception, match=f"job {score_id} is already done"):
+            client.predict(str(score_id), api_name="/cancel_job")
         with pytest.raises(Exception, match="unknown suite|no suite|not found"):
             client.predict("purple", "sample", "no-such-suite", "", "", "", False, "", "", "", "", api_name="/queue_job")
     finally:
@@ -230,3 +321,63 @@ sampler = "euler"
         sampled = view.db.execute("SELECT count(*) FROM grid_cells g JOIN samples s ON s.key = g.key "
                                   "WHERE g.run = 'teal'").fetchone()[0]
     assert losses > 0 and sampled == 2 * 2  # base and epoch 1 x 2 prompts
+
+
+class _CancelAfter(JobObserver):
+    """A job's own observer that, once `batches` batches are done, asks to cancel the job on another cursor (as
+    the Jobs tab does): deterministic, where a second thread racing the sampler would not be."""
+
+    def __init__(self, view, store, job_id: int, batches: int):
+        super().__init__(view.db, job_id)
+        self.store, self.batches, self.seen = store, batches, 0
+
+    def advance(self, n: int) -> None:
+        super().advance(n)
+        self.seen += 1
+        if self.seen == self.batches:
+            cancel(self.store.db, self.job_id, "ada")
+
+
+def _cells(db, keys=None) -> dict[str, tuple]:
+    """The new seeds' grid cells of run purple: key -> (checkpoint, state, number of images, image digests)."""
+    rows = db.execute(
+        "SELECT w.key, any_value(w.checkpoint), any_value(w.state), count(s.key), list(s.image_sha256) "
+        "FROM work w LEFT JOIN samples s ON s.key = w.key WHERE w.key IN (SELECT g.key FROM grid_cells g "
+        "WHERE g.run = 'purple') AND w.seed IN (77, 78) GROUP BY w.key").fetchall()
+    return {key: tuple(rest) for key, *rest in rows}
+
+
+def test_a_cancelled_sampling_job_stops_at_a_batch_boundary_and_a_rerun_completes_the_grid_once(
+        short_demo, copy_store, tmp_path):
+    root = copy_store(short_demo[0])
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    args = {"run": "purple", "suite": str(suite), "seeds": [77, 78], "cfg": [5.0], "steps": [4],
+            "sampler": ["euler"], "batch_size": 2}
+    with open_store(root) as store, store.thread_view() as view:
+        checkpoints = store.db.execute("SELECT count(*) FROM run_checkpoints WHERE run = 'purple'").fetchone()[0]
+        total = checkpoints * 2 * 2  # x 2 prompts x 2 seeds
+        job = get_job(store.db, submit(store.db, "sample", args, "ann"))
+        assert claim(view.db).id == job.id
+        ended = run_claimed(view, job, _CancelAfter(view, store, job.id, batches=3))
+        assert (ended.state, ended.exit_code, ended.cancel_by) == ("cancelled", None, "ada"), ended.output
+        assert ended.output == (f"cancelled by ada after 6 of {total} cells; those are kept, and queueing the same "
+                                f"job again samples the other {total - 6}")
+        assert JobProgress.of(ended).cells == f"6/{total} cells"
+        cells = _cells(store.db)
+        assert len(cells) == total
+        done = {key: c for key, c in cells.items() if c[1] == "done"}
+        # three whole batches of 2: the base's 4 cells, then 2 of the next checkpoint; nothing left running
+        assert sorted(Counter(c[0] for c in done.values()).values()) == [2, 4]
+        assert all(c[2] == 1 for c in done.values())
+        assert {c[1] for key, c in cells.items() if key not in done} == {"pending"}
+        assert all(c[2] == 0 for key, c in cells.items() if key not in done)
+
+        again = get_job(store.db, submit(store.db, ended.command, ended.args, "ann"))
+        assert claim(view.db).id == again.id
+        rerun = run_claimed(view, again)
+        assert rerun.state == "done" and f"sampled {total - 6} now" in rerun.output, rerun.output
+        assert JobProgress.of(rerun).cells == f"{total - 6}/{total - 6} cells"
+        after = _cells(store.db)
+        assert {c[1] for c in after.values()} == {"done"} and all(c[2] == 1 for c in after.values())
+        assert {key: after[key][3] for key in done} == {key: c[3] for key, c in done.items()}  # kept as they were

@@ -1,14 +1,19 @@
-"""The Jobs tab: queue sampling or scoring of a run for the app's workers, and follow every job.
+"""The Jobs tab: queue sampling or scoring of a run for the app's workers, follow every job (its arguments,
+state, cells done and time left) and cancel one.
 
-Named API endpoints `queue_job` and `jobs`. Jobs queued by `evalsvc sample/score/add/watch/train` while
-the app owns the store show up here too.
+Named API endpoints `queue_job`, `cancel_job` and `jobs`. Jobs queued by `evalsvc sample/score/add/watch/train`
+while the app owns the store show up here too.
 """
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from ..errors import InputError
 
-JOB_HEADERS = ["job", "command", "run", "state", "by", "queued", "finished", "exit", "last line"]
+JOB_HEADERS = ["job", "command", "run", "arguments", "state", "progress", "time left", "by", "queued", "finished",
+               "exit", "last line"]
+HIDDEN_ARGS = ("run", "losses")  # the run has its column; a trainer's loss rows are data, not arguments
+ARGS_WIDTH = 120
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,25 @@ def _numbers(name: str, text, kind) -> list | None:
     return values or None
 
 
+def args_text(args: dict) -> str:
+    """A job's arguments in one short line: `suite=tiny.toml seeds=1,2 cfg=5,7 score`, unset ones left out."""
+    def plain(value) -> str:
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, str) and value.startswith("/"):
+            return PurePath(value).name  # the full path is in the job's JSON
+        if isinstance(value, list):
+            return ",".join("x".join(map(plain, v)) if isinstance(v, list) else plain(v) for v in value)
+        return str(value)
+
+    parts = [name if value is True else f"{name}={plain(value)}" for name, value in args.items()
+             if name not in HIDDEN_ARGS and value not in (None, False, [], "")]
+    text = " ".join(parts)
+    return text if len(text) <= ARGS_WIDTH else text[:ARGS_WIDTH - 1] + "…"
+
+
 def job_rows(db, limit: int = 50) -> list[list]:
-    from ..jobs import list_jobs
+    from ..jobs import JobProgress, list_jobs
 
     def when(t):
         return t.strftime("%Y-%m-%d %H:%M:%S") if t else ""
@@ -78,8 +100,31 @@ def job_rows(db, limit: int = 50) -> list[list]:
         lines = (text or "").strip().splitlines()
         return lines[-1] if lines else ""
 
-    return [[j.id, j.command, j.run, j.state, j.submitted_by, when(j.submitted_at), when(j.finished_at),
-             "" if j.exit_code is None else j.exit_code, last_line(j.output)] for j in list_jobs(db, limit)]
+    rows = []
+    for j in list_jobs(db, limit):
+        progress = JobProgress.of(j)
+        state = f"{j.state} (cancel asked)" if j.state == "running" and j.cancel_at else j.state
+        rows.append([j.id, j.command, j.run, args_text(j.args), state, progress.cells, progress.eta, j.submitted_by,
+                     when(j.submitted_at), when(j.finished_at), "" if j.exit_code is None else j.exit_code,
+                     last_line(j.output)])
+    return rows
+
+
+def cancel_note(job) -> str:
+    """What a cancel did, for the tab's status line."""
+    if job.state == "cancelled":
+        return f"job {job.id} cancelled before it started"
+    if job.state == "running":
+        return (f"job {job.id} stops before its next sampling batch; the cells it finished are kept "
+                "(scoring, once started, runs to its end)")
+    return f"job {job.id} ended {job.state} before it could be stopped"
+
+
+def _job_id(text) -> int:
+    try:
+        return int(str(text or "").strip())
+    except ValueError:
+        raise InputError(f"job: {text!r} is not a job number") from None
 
 
 def jobs_tab(state, run) -> list:
@@ -87,7 +132,7 @@ def jobs_tab(state, run) -> list:
     controls only admins may use."""
     import gradio as gr
 
-    from ..jobs import submit
+    from ..jobs import cancel, submit
 
     def queue(run, command, suite, seeds, cfgs, steps, score, metrics, backbone, samplers, lora_scales,
               request: gr.Request):
@@ -102,6 +147,17 @@ def jobs_tab(state, run) -> list:
         state.workers.wake()
         with state.cursor() as db:
             return f"queued job {job_id}", job_rows(db)
+
+    def stop(job_text, request: gr.Request):
+        try:
+            state.require(request, "may_act")
+            job_id = _job_id(job_text)
+            with state.cursor() as db:
+                job = cancel(db, job_id, state.user(request))
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+        with state.cursor() as db:
+            return cancel_note(job), job_rows(db)
 
     def show():
         with state.cursor() as db:
@@ -126,10 +182,14 @@ def jobs_tab(state, run) -> list:
         button = gr.Button("Queue job", variant="primary", interactive=state.gate is None)  # admins: `role_view`
         status = gr.Markdown()
         table = gr.Dataframe(headers=JOB_HEADERS, label="jobs, newest first")
-        refresh = gr.Button("Refresh jobs")
+        with gr.Row():
+            refresh = gr.Button("Refresh jobs")
+            job_id = gr.Textbox(label="job number to cancel (a running job stops at its next batch)")
+            cancel_button = gr.Button("Cancel job", variant="stop", interactive=state.gate is None)
         button.click(queue, [run, command, suite, seeds, cfgs, steps, score, metrics, backbone, samplers, lora_scales],
                      [status, table],
                      api_name="queue_job")
+        cancel_button.click(stop, [job_id], [status, table], api_name="cancel_job")
         refresh.click(show, None, table, api_name="jobs")
         gr.Timer(5).tick(show, None, table, api_visibility="private")
-    return [button]
+    return [button, cancel_button]

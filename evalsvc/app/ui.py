@@ -2,7 +2,7 @@
 
 The main page at `/` (tabs Grid, Compare, Curves, Blind vote, Leaderboard, Decide, Jobs; named API endpoints
 `runs`, `grid`, `grid_filters`, `cell`, `compare`, `compare_choices`, `curves`, `leaderboard`, `decide_choices`,
-`decide`, `decisions`, `queue_job`, `jobs`) for reviewers and admins; the blind-vote page is `vote_page`.
+`decide`, `decisions`, `queue_job`, `cancel_job`, `jobs`) for reviewers and admins; the blind-vote page is `vote_page`.
 Each tab is built by one `*_tab(state, run)` function, `run` being the page's run dropdown; a tab's choices
 are read again when it is opened, so checkpoints, seeds and settings sampled after the app started show up.
 """

@@ -3,7 +3,9 @@
 Crash safety: a batch's cells are marked running, sampled, their PNGs written (temp file, then
 rename), and only then recorded with their state set to done in one transaction. `recover`
 runs before any sampling: cells left running by a killed process go back to pending, and files
-no row refers to are removed, so a rerun finishes the grid with every cell exactly once.
+no row refers to are removed, so a rerun finishes the grid with every cell exactly once. A config's
+observer (`evalsvc.progress`) hears of each batch and may stop the work before the next one
+(`Cancelled`): the cells finished so far are recorded, the rest stay pending for a rerun.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from ..catalog import CheckpointRow, mark_failed
 from ..errors import CheckpointError, InputError
+from ..progress import Progress, duration
 from ..store.bulk import insert_rows
 from ..suites import Suite
 from .engine import CellSpec, PromptCache, decode_latents, denoise
@@ -36,6 +39,7 @@ class RunnerConfig:
     device: str | None = None
     batch_size: int | None = None
     progress: bool = True
+    observer: Progress | None = field(default=None, compare=False)  # told each batch; may stop the work
 
     def __post_init__(self):
         if self.batch_size is not None and self.batch_size < 1:
@@ -142,8 +146,11 @@ def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None,
 
 
 class _Progress:
-    def __init__(self, total: int, enabled: bool):
+    """The terminal's progress bar (when enabled) and the config's observer, told of the same batches."""
+
+    def __init__(self, total: int, enabled: bool, observer: Progress | None):
         self.bar = None
+        self.observer = observer or Progress()
         if enabled and total:
             from tqdm import tqdm
 
@@ -153,6 +160,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(label, refresh=False)
             self.bar.update(n)
+        self.observer.advance(n)
 
     def write(self, line: str) -> None:
         if self.bar is not None:
@@ -210,13 +218,14 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                                                             key=lambda v: (len(v[1]), v[0], str(v[1])))]
     groups.sort(key=lambda g: (g[0] != (base.sha256 if base else None), rows[g[0]].ema, rows[g[0]].epoch or 0,
                                rows[g[0]].file_name, len(g[2]), g[1]))
-    progress = _Progress(sum(len(v) for v in pending.values()), config.progress)
+    progress = _Progress(sum(len(v) for v in pending.values()), config.progress, config.observer)
     switcher = None
     cache = PromptCache()
     start = time.perf_counter()
     dead: set[str] = set()  # checkpoints that failed to load
     try:
         for sha, scale, stack_spec, cells in groups:
+            progress.observer.check()  # before loading the next checkpoint
             row = rows[sha]
             stack = tuple((rows[s.sha256], s.scale) for s in stack_spec)
             if sha in dead:
@@ -240,6 +249,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                     break
                 continue
             for batch in _batches(cells, batch_size):
+                progress.observer.check()  # between batches: every cell finished so far is recorded
                 keys = [p.key for p in batch]
                 sink.start(keys)
                 t0 = time.perf_counter()
@@ -272,19 +282,11 @@ def estimate_seconds(db, keys: list[str]) -> float | None:
     return float(rate) * float(work or 0)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def grid_preview(db, plan: GridPlan, to_sample: int) -> str:
     """`240 cells (6 settings x 40 per checkpoint...), 120 to sample, about 3 min by this store's timings`."""
     estimate = estimate_seconds(db, plan.keys) if to_sample else 0.0
     when = ("no timings in this store yet" if estimate is None
-            else f"about {_duration(estimate)} by this store's timings")
+            else f"about {duration(estimate)} by this store's timings")
     return (f"grid: {len(plan.keys)} cells over {len(plan.settings)} setting(s); {to_sample} to sample"
             + (f", {when}" if to_sample else ""))
 
@@ -316,6 +318,12 @@ def stack_rows(db, pending: dict[str, list[PendingCell]]) -> dict[str, Checkpoin
     return {sha: get_checkpoint(db, sha) for sha in shas}
 
 
+def _started(config: RunnerConfig, pendings: list[dict[str, list[PendingCell]]]) -> None:
+    """Tell the config's observer how many cells this pass samples."""
+    if config.observer is not None:
+        config.observer.start(sum(len(cells) for pending in pendings for cells in pending.values()))
+
+
 def sample_run(store, run: str, suite: Suite, options: GridOptions, config: RunnerConfig = RunnerConfig()) -> SampleReport:
     """Plan the grid of `run` on `suite`, then sample every cell not yet done."""
     plan = grid_plan(store.db, run, suite, options)
@@ -332,6 +340,7 @@ def sample_run(store, run: str, suite: Suite, options: GridOptions, config: Runn
     pending = _pending(store.db, keys)
     pending = {sha: cells for sha, cells in pending.items() if sha in by_sha}
     rows = {**by_sha, **stack_rows(store.db, pending)}
+    _started(config, [pending])
     report = execute_on_bases(pending, rows, bases, options, config, ResultSink(store))
     report.cells_total = len(keys)
     report.preview = preview
@@ -346,9 +355,11 @@ def sample_queued(store, run: str, config: RunnerConfig = RunnerConfig()) -> Sam
     keys_by_precision = store.db.execute(
         "SELECT w.precision, list(DISTINCT w.key) FROM grid_cells g JOIN work w ON w.key = g.key "
         "WHERE g.run = ? GROUP BY w.precision ORDER BY w.precision", [run]).fetchall()
+    parts = [(precision, keys, {sha: cells for sha, cells in _pending(store.db, keys).items() if sha in by_sha})
+             for precision, keys in keys_by_precision]
+    _started(config, [pending for _, _, pending in parts])
     report = SampleReport()
-    for precision, keys in keys_by_precision:
-        pending = {sha: cells for sha, cells in _pending(store.db, keys).items() if sha in by_sha}
+    for precision, keys, pending in parts:
         part = execute_on_bases(pending, {**by_sha, **stack_rows(store.db, pending)}, bases,
                                 GridOptions(precision=precision), config, ResultSink(store))
         report.cells_total += len(keys)

@@ -73,6 +73,33 @@ def _settings_0010(db) -> None:
                "WHERE p.token = votes.token")
 
 
+def _job_progress_0014(db) -> None:
+    """Jobs report progress (cells done of total, when last told) and can be cancelled: who asked and when, and
+    the state `cancelled`. The state's CHECK cannot be altered in DuckDB, so the table is rebuilt, rows kept."""
+    kept = ("id, command, run, args, state, submitted_by, submitted_at, started_at, finished_at, exit_code, "
+            "output")
+    db.execute("""CREATE TABLE jobs_0014 (
+            id BIGINT PRIMARY KEY DEFAULT nextval('job_ids'),
+            command TEXT NOT NULL,
+            run TEXT NOT NULL,
+            args JSON NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            submitted_by TEXT NOT NULL,
+            submitted_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            exit_code INTEGER,
+            output TEXT,
+            cells_done INTEGER,
+            cells_total INTEGER,
+            progress_at TIMESTAMP,
+            cancel_by TEXT,
+            cancel_at TIMESTAMP)""")
+    db.execute(f"INSERT INTO jobs_0014 ({kept}) SELECT {kept} FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_0014 RENAME TO jobs")
+
+
 MIGRATIONS: tuple[tuple[str, object], ...] = (
     (
         "0001_catalog",
@@ -320,4 +347,5 @@ MIGRATIONS: tuple[tuple[str, object], ...] = (
         ALTER TABLE decisions ADD COLUMN overrides TEXT;
         """,
     ),
+    ("0014_job_progress", _job_progress_0014),
 )
