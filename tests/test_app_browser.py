@@ -311,6 +311,9 @@ def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmati
             from evalsvc.scoring.results import AnalysisConfig, run_recommendation
 
             assert recommended == run_recommendation(view, "purple", AnalysisConfig()).checkpoint  # preselected
+            overcooked, = view.db.execute(  # the demo's overcooked LoRA (its last epoch), which the report flags
+                "SELECT c.file_name FROM run_checkpoints rc JOIN checkpoints c ON c.sha256 = rc.sha256 "
+                "WHERE rc.run = 'purple' AND rc.role = 'candidate' AND c.file_name LIKE 'purple-overcooked%'").fetchone()
         page.get_by_text("Evidence").click()
         page.get_by_text("recommended, judged").first.wait_for()  # the evidence, one click away
 
@@ -321,7 +324,7 @@ def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmati
         toast.wait_for(state="hidden")
         _open_tab(page, "Decide")
 
-        _choose(page, "release candidate (the recommendation first)", "purple-overcooked.safetensors", typed=True)
+        _choose(page, "release candidate (the recommendation first)", overcooked, typed=True)
         page.get_by_label("why", exact=True).fill("the client wants the stronger look")
         page.get_by_role("button", name="Mark as release candidate").click()
         page.get_by_text("Needs a confirmation").wait_for()
@@ -335,5 +338,5 @@ def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmati
             (name, by, overrides), = view.db.execute(
                 "SELECT c.file_name, d.decided_by, d.overrides FROM decisions d JOIN checkpoints c "
                 "ON c.sha256 = d.checkpoint").fetchall()
-        assert (name, by) == ("purple-overcooked.safetensors", "ada") and "overcooked" in overrides
+        assert (name, by) == (overcooked, "ada") and "overcooked" in overrides
         assert not page.get_by_role("button", name="Mark anyway").is_visible()
