@@ -32,6 +32,9 @@ def opened(tab, fn, inputs, outputs, api_name=None):
     tab.select(None, None, None, js=CLEAR_TOASTS_JS, api_visibility="private")
 
 
+NO_GRID = "<p>No images in this run yet: sample it (Jobs tab or <code>evalsvc sample</code>), then Show grid.</p>"
+
+
 def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str], page: int) -> str:
     """One grid page as an HTML table of `/image/...` thumbnails with each cell's settings as a tooltip; clicking
     one shows it enlarged with its infotext and scores (`data-key` names the image)."""
@@ -90,6 +93,13 @@ def grid_tab(state, run) -> None:
     def step(delta):
         return lambda page: max(1, int(page or 1) + delta)
 
+    def first_page() -> str:
+        """Page 1 of the starting run at the tab's default axes, shown on arrival (a hint when there is none)."""
+        try:
+            return grid_html(state, run.value, "prompt", "checkpoint", {}, 0) if run.value else NO_GRID
+        except InputError:
+            return NO_GRID
+
     def refresh_filters(run, *current):
         choices = _grid_choices(state, run)
         return [gr.update(choices=[DEFAULT, *choices[axis]], value=kept(value, choices[axis], DEFAULT),
@@ -120,7 +130,7 @@ def grid_tab(state, run) -> None:
             previous = gr.Button("◀ Previous page")
             page = gr.Number(value=1, precision=0, minimum=1, label="page")
             following = gr.Button("Next page ▶")
-        grid = gr.HTML(js_on_load=GRID_JS, css_template=GRID_CSS)
+        grid = gr.HTML(first_page, js_on_load=GRID_JS, css_template=GRID_CSS)
         enlarged = gr.HTML(js_on_load=LIGHTBOX_JS, css_template=LIGHTBOX_CSS)
         inputs = [run, rows, columns, *filters, page]
         show.click(show_grid, inputs, grid, api_name="grid")
