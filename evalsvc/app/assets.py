@@ -71,7 +71,7 @@ VOTE_KEYS_JS = """document.addEventListener('keydown', (event) => {
   if (button && !button.disabled) { event.preventDefault(); button.click(); }
 });"""
 VOTE_CSS = """.evs-vote-pair { display: flex; flex-wrap: wrap; gap: 12px; justify-content: center; }
-.evs-vote-pair figure { margin: 0; width: min(384px, 46vw); }
+.evs-vote-pair figure { margin: 0; width: min(384px, calc(50% - 6px)); }  /* side by side, on a phone too */
 .evs-vote-pair img { display: block; width: 100%; height: auto; image-rendering: pixelated; }
 .evs-vote-pair figcaption { font-size: 2.4rem; font-weight: bold; text-align: center; line-height: 1.2; }
 .evs-reveal { animation: evs-fade 10s forwards; padding: 4px 8px; border-left: 4px solid #888; }

@@ -92,11 +92,11 @@ def build_vote_blocks(state, run: str):
             return pair_outputs(request, reveal)
 
     with gr.Blocks(title="blind vote") as blocks:
-        with gr.Row():
-            gr.Markdown("# Which image answers the prompt better?")
-            count = gr.Markdown()
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Which image answers the prompt better?")
             if state.gate is not None:
                 gr.HTML(logout_link())
+        count = gr.Markdown()
         token = gr.Textbox(visible=False)
         prompt = gr.Markdown()
         pair = gr.HTML(css_template=VOTE_CSS)
