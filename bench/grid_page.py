@@ -3,15 +3,20 @@
     . .venv/bin/activate
     python bench/grid_page.py                      # 10,000 images: 50 checkpoints x 50 prompts x 4 seeds
     python bench/grid_page.py --images 2000 --no-http
+    python bench/grid_page.py --images 100000 --no-giant-images   # 159 x 158 x 4
 
-It builds a store with `--images` stored sample images (64x64 PNGs with an infotext chunk, written the
-way the sampler writes them, rows inserted straight into the tables the grid reads) and times:
+It builds a store with `--images` sampled cells (rows inserted in bulk straight into the tables the grid
+reads; each a 64x64 PNG with an infotext chunk, written the way the sampler writes them, or with
+`--no-giant-images` only the first page's PNGs, for 100,000) and times:
 
-  page (cold)        `grid_page` + `grid_html` for the first page (prompts as rows, checkpoints as
-                     columns, `AppConfig.rows_per_page` rows), the first call on a freshly opened store
-  page (warm)        the same, median of `--repeats` calls
-  page over HTTP     the app served by uvicorn: the page through Gradio's API (`/gradio_api/call/grid`),
-                     then every image it shows through `/image/...`, 6 at a time like a browser
+  page builders      the first page (prompts as rows, checkpoints as columns, `--rows-per-page` rows) as a
+                     `GridPage`, cold (first call on a freshly opened store) and warm (median): the Python
+                     builder `grid_page` was before (bench/grid_before.py, reads every row of the run), the
+                     SQL `grid_page` reading the axis values each call, and with the app's `AxesCache`
+  page (cold/warm)   `grid_html` (the SQL page with the cache, and its HTML) as the app serves it
+  page over HTTP     the app served by uvicorn: the page through Gradio's API (`/gradio_api/call/grid`, with
+                     the tab's arguments: run, rows, columns, one filter per axis, the page from 1), then every
+                     image it shows through `/image/...`, 6 at a time like a browser
   giant HTML         what a user gets without paging: one HTML page with every image of the run as a
                      thumbnail (the same markup per image as a grid cell); over HTTP, all its images
   giant sheet        A1111's X/Y/Z grid: every image pasted into one contact sheet, saved as one PNG
@@ -150,20 +155,27 @@ def page_request(rows_per_page: int):
 
 
 def builders(root: Path, rows_per_page: int, repeats: int, before_repeats: int) -> dict:
-    """The page built by the Python builder the SQL one replaced (`grid_before.py`) and by `grid_page`, each
-    on a freshly opened store: cold (its first call) and the median of its warm calls; both must agree."""
+    """The page built by the Python builder the SQL one replaced (`grid_before.py`), by `grid_page` reading the
+    run's axis values each call, and by `grid_page` with the app's `AxesCache`, each on a freshly opened store:
+    cold (its first call) and the median of its warm calls; all must agree."""
     from grid_before import grid_page_before
 
-    from evalsvc.app.grid import grid_page
+    from evalsvc.app.grid import AxesCache, grid_page
     from evalsvc.store import open_store
 
+    cache = AxesCache()
+
+    def cached(db, request):
+        return grid_page(db, request, cache.get(db, request.run))
+
     figures, pages = {}, {}
-    for name, build, n in (("before", grid_page_before, before_repeats), ("sql", grid_page, repeats)):
+    for name, build, n in (("before", grid_page_before, before_repeats), ("sql", grid_page, repeats),
+                           ("cached", cached, repeats)):
         with open_store(root, read_only=True) as store:
             cold, pages[name] = _timed(lambda: build(store.db, page_request(rows_per_page)))
             warm = [_timed(lambda: build(store.db, page_request(rows_per_page)))[0] for _ in range(n)]
         figures.update({f"{name}_cold": cold, f"{name}_warm": statistics.median(warm)})
-    if pages["before"] != pages["sql"]:
+    if not pages["before"] == pages["sql"] == pages["cached"]:
         raise RuntimeError("the SQL page differs from the Python page")
     figures["builder_cells"] = len(pages["sql"].cells)
     return figures
@@ -343,9 +355,11 @@ def table(r: dict) -> str:
              "| page builder (`grid_page`, no HTML) | cold | warm (median) |", "|---|---:|---:|",
              f"| before: every row of the run into Python (bench/grid_before.py) | {ms(r['before_cold'])} | "
              f"{ms(r['before_warm'])} |",
-             f"| SQL: pins, paging and the page's cells in the query (ours) | {ms(r['sql_cold'])} | "
-             f"{ms(r['sql_warm'])} |",
-             f"| before / SQL | {x(r['before_cold'] / r['sql_cold'])} | {x(r['before_warm'] / r['sql_warm'])} |", "",
+             f"| SQL: pins, paging and the page's cells in the query, axis values read each call | "
+             f"{ms(r['sql_cold'])} | {ms(r['sql_warm'])} |",
+             f"| SQL with the app's AxesCache (ours, as served) | {ms(r['cached_cold'])} | {ms(r['cached_warm'])} |",
+             f"| before / SQL with the cache | {x(r['before_cold'] / r['cached_cold'])} | "
+             f"{x(r['before_warm'] / r['cached_warm'])} |", "",
              "| | one grid page (ours) | giant HTML page | giant contact sheet (A1111 X/Y/Z) |",
              "|---|---:|---:|---:|",
              f"| build with its HTML, cold | {ms(r['page_cold'])} | | |",
@@ -356,8 +370,8 @@ def table(r: dict) -> str:
                      f"{s_(r['page_http'])} | {s_(r['giant_http']) if 'giant_http' in r else 'not run'} | |")
     lines += [f"| bytes to the viewer{'' if http else ' (estimated)'} | {mb(page_bytes)} | {mb(giant_bytes)} | "
               f"{mb(r['giant_sheet_bytes']) if sheet else ''} |",
-              f"| images shown | {r['page_images']:,} | {r['giant_images']:,} | {r['images']:,} "
-              f"({r['images'] * shape['size'] ** 2 / 1e6:.0f} MP) |", ""]
+              f"| images shown | {r['page_images']:,} | {r['giant_images']:,} | "
+              + (f"{r['images']:,} ({r['images'] * shape['size'] ** 2 / 1e6:.0f} MP) |" if sheet else "|"), ""]
     ratios = [f"HTML build {x(r['giant_html'] / r['page_warm'])}", f"bytes {x(giant_bytes / page_bytes)}"]
     if sheet:
         ratios[1:1] = [f"contact sheet build {x(r['giant_sheet'] / r['page_warm'])} the page's build"]

@@ -11,10 +11,12 @@ where a (row, column) then has several images the first in base, raw, EMA order 
 by default, the base where it is the only one). Rows are paged (`rows_per_page`), so a large grid is never
 one giant page; columns are all shown.
 
-The page is read from SQL in two queries: every axis's values in the run (`run_axes`: one grouped scan,
-the labels made in Python from the few distinct stored values), then the page itself, with the pins, the
-weights preference and the row paging (LIMIT/OFFSET over the distinct row values, and their count) in the
-query, so only the page's cells come back.
+The page is read from SQL: every axis's values in the run (`run_axes`: one GROUPING SETS scan, the
+labels made in Python from the few distinct stored values; `AxesCache` keeps them per run until the run
+changes), then the page itself in one query, with the pins, the weights preference and the row paging
+(LIMIT/OFFSET over the ranked distinct row values, and their count) in SQL, so only the page's cells come
+back. That query joins the cells to their work rows and images only: pins and ranks name known checkpoints
+and prompt ids, which the sampler records before their cells.
 """
 
 from __future__ import annotations
