@@ -10,12 +10,20 @@ value: the filter given for it, else its first value; `weights` alone is left fr
 where a (row, column) then has several images the first in base, raw, EMA order is shown (so raw weights
 by default, the base where it is the only one). Rows are paged (`rows_per_page`), so a large grid is never
 one giant page; columns are all shown.
+
+The page is read from SQL: every axis's values in the run (`run_axes`: one GROUPING SETS scan, the
+labels made in Python from the few distinct stored values; `AxesCache` keeps them per run until the run
+changes), then the page itself in one query, with the pins, the weights preference and the row paging
+(LIMIT/OFFSET over the ranked distinct row values, and their count) in SQL, so only the page's cells come
+back. That query joins the cells to their work rows and images only: pins and ranks name known checkpoints
+and prompt ids, which the sampler records before their cells.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -77,6 +85,16 @@ class GridPage:
     pages: int
 
 
+_RUN_ROWS = ("FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
+             "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.run = g.run "
+             "AND rc.sha256 = c.sha256 JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id")
+SOURCE = {"checkpoint": "w.checkpoint", "weights": "w.checkpoint", "cfg": "w.cfg", "steps": "w.steps",
+          "sampler": "w.sampler", "size": "concat(w.width, 'x', w.height)", "lora_scale": "g.setting",
+          "clip_skip": "w.clip_skip", "precision": "w.precision", "base": "g.setting", "stack": "g.setting",
+          "seed": "w.seed", "prompt": "g.prompt_id"}  # the stored value each axis's label is made from
+SOURCES = tuple(dict.fromkeys(SOURCE.values()))
+
+
 def _number(text: str):
     try:
         return (0, float(text), "")
@@ -84,75 +102,154 @@ def _number(text: str):
         return (1, 0.0, text)
 
 
-def _labelled(row, names: dict[str, str], settings: dict[str, Setting],
-              first_base: str | None) -> tuple[dict[str, str], dict[str, tuple]]:
-    """Every axis's label and sort order for one (image, setting) row."""
-    (key, image, checkpoint, role, ema, epoch, prompt_id, prompt, seed, cfg, steps, sampler, width, height, clip_skip,
-     precision, setting_key, position) = row
-    setting = settings.setdefault(setting_key, Setting.from_key(setting_key))
-    stem = re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", checkpoint)
-    stem = re.sub(r"-ema(?=-\d+$)", "", stem) if ema else stem
-    labels = {"checkpoint": stem, "weights": "base" if role == "base" else ("EMA" if ema else "raw"),
-              "cfg": f"{cfg:g}", "steps": str(steps), "sampler": sampler, "size": f"{width}x{height}",
-              "lora_scale": setting.value("lora_scale"), "clip_skip": str(clip_skip), "precision": precision,
-              "base": setting.value("base", names), "stack": setting.value("stack", names),
-              "seed": str(seed), "prompt": prompt_id}
-    order = {axis: _number(label) for axis, label in labels.items()}
-    order.update({"checkpoint": (role != "base", epoch or 0, stem), "weights": (role != "base", bool(ema)),
-                  "prompt": (position, prompt_id), "size": (width * height, width),
-                  "base": (setting.base != first_base, labels["base"])})  # the base the LoRAs were trained on first
-    return labels, order
+@dataclass(frozen=True)
+class RunAxes:
+    """Every axis's values in one run: each stored value's label, and the labels in display order."""
+
+    labels: dict[str, dict]  # axis -> stored value (SOURCE[axis]) -> label
+    choices: dict[str, tuple[str, ...]]
+    checkpoints: dict[str, tuple[str, int | None, int]]  # sha256 -> file name, epoch, place in base/raw/EMA order
+
+    def stored(self, axis: str, label: str) -> list:
+        """The stored values shown as `label` (an epoch's raw and EMA files share a checkpoint label)."""
+        return [value for value, shown in self.labels[axis].items() if shown == label]
 
 
-def grid_page(db, request: GridRequest) -> GridPage:
-    """One page of the grid `request` asks for; unknown runs and filter values are refused."""
-    rows = db.execute(
-        "SELECT g.key, s.image_path, c.file_name, rc.role, c.ema, c.epoch, g.prompt_id, w.prompt, w.seed, w.cfg, "
-        "w.steps, w.sampler, w.width, w.height, w.clip_skip, w.precision, g.setting, "
-        "p.position FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
-        "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.run = g.run "
-        "AND rc.sha256 = c.sha256 JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id "
-        "WHERE g.run = ? ORDER BY g.key, g.setting", [request.run]).fetchall()
+def _labels(source: str, value, extra: tuple, names: Mapping[str, str], first_base: str | None) -> dict:
+    """{axis: (label, sort order)} for the axes made from one distinct stored value."""
+    if source == "w.checkpoint":
+        file_name, role, ema, epoch, _ = extra
+        stem = re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", file_name)
+        stem = re.sub(r"-ema(?=-\d+$)", "", stem) if ema else stem
+        return {"checkpoint": (stem, (role != "base", epoch or 0, stem)),
+                "weights": ("base" if role == "base" else ("EMA" if ema else "raw"), (role != "base", bool(ema)))}
+    if source == "g.setting":
+        setting = Setting.from_key(value)
+        base = setting.value("base", names)
+        return {"lora_scale": (setting.value("lora_scale"), _number(setting.value("lora_scale"))),
+                "base": (base, (setting.base != first_base, base)),  # the base the LoRAs were trained on first
+                "stack": (setting.value("stack", names), _number(setting.value("stack", names)))}
+    if source == "g.prompt_id":
+        return {"prompt": (value, (extra[-1], value))}
+    axis = next(a for a, s in SOURCE.items() if s == source)
+    if axis == "size":
+        width, height = (int(v) for v in value.split("x"))
+        return {"size": (value, (width * height, width))}
+    label = f"{value:g}" if axis == "cfg" else str(value)
+    return {axis: (label, _number(label))}
+
+
+def run_axes(db, run: str) -> RunAxes:
+    """Every axis's values in `run` from one grouped scan; InputError for a run without sampled images."""
+    sets = ", ".join(f"({s})" for s in SOURCES)
+    rows = db.execute(f"SELECT {', '.join(SOURCES)}, any_value(c.file_name), any_value(rc.role), any_value(c.ema), "
+                      f"any_value(c.epoch), min(p.position) {_RUN_ROWS} WHERE g.run = ? GROUP BY GROUPING SETS ({sets})",
+                      [run]).fetchall()
     if not rows:
-        raise InputError(f"run {request.run!r} has no sampled images")
+        raise InputError(f"run {run!r} has no sampled images")
     names = dict(db.execute("SELECT sha256, file_name FROM checkpoints").fetchall())
-    settings: dict[str, Setting] = {}
-    first_base = (db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [request.run]).fetchone() or [None])[0]
-    labelled = [(*_labelled(row, names, settings, first_base), row) for row in rows]
-    choices = {}
-    for axis in AXES:
-        firsts = {}
-        for labels, order, _ in labelled:
-            if labels[axis] not in firsts or order[axis] < firsts[labels[axis]]:
-                firsts[labels[axis]] = order[axis]
-        choices[axis] = tuple(sorted(firsts, key=lambda label: firsts[label]))
-    pinned = {}
+    first_base = (db.execute("SELECT base_sha256 FROM runs WHERE name = ?", [run]).fetchone() or [None])[0]
+    labels: dict[str, dict] = {axis: {} for axis in AXES}
+    firsts: dict[str, dict] = {axis: {} for axis in AXES}
+    checkpoints = {}
+    for row in rows:
+        source, value = next((s, v) for s, v in zip(SOURCES, row) if v is not None)  # the columns are NOT NULL
+        if source == "w.checkpoint":
+            file_name, role, ema, epoch, _ = row[len(SOURCES):]
+            checkpoints[value] = (file_name, epoch, 2 * (role != "base") + bool(ema))
+        for axis, (label, order) in _labels(source, value, row[len(SOURCES):], names, first_base).items():
+            labels[axis][value] = label
+            if label not in firsts[axis] or order < firsts[axis][label]:
+                firsts[axis][label] = order
+    choices = {axis: tuple(sorted(firsts[axis], key=firsts[axis].get)) for axis in AXES}
+    return RunAxes(labels, choices, checkpoints)
+
+
+def _pins(request: GridRequest, axes: RunAxes) -> tuple[dict[str, str], dict[str, list]]:
+    """The value each other axis is pinned to, and the stored values every pinned or one-valued axis may take."""
+    pinned, allowed = {}, {}
     for axis in AXES:
         if axis in (request.rows, request.columns) or (axis == "weights" and axis not in request.filters):
             continue
-        if axis in SETTING_AXES and len(choices[axis]) == 1 and axis not in request.filters:
-            continue  # one value in the run: nothing to pin
-        value = request.filters.get(axis, choices[axis][0])
-        if value not in choices[axis]:
-            raise InputError(f"filter {axis}={value!r}: no such value (values: {', '.join(choices[axis])})")
+        choices = axes.choices[axis]
+        if axis in SETTING_AXES and len(choices) == 1 and axis not in request.filters:
+            allowed[axis] = list(axes.labels[axis])  # one value in the run: nothing to pin, but no later one
+            continue
+        value = request.filters.get(axis, choices[0])
+        if value not in choices:
+            raise InputError(f"filter {axis}={value!r}: no such value (values: {', '.join(choices)})")
         pinned[axis] = value
-    chosen = [(labels, order, row) for labels, order, row in labelled
-              if all(labels[a] == v for a, v in pinned.items())]
-    present_rows = {labels[request.rows] for labels, _, _ in chosen}
-    present_columns = {labels[request.columns] for labels, _, _ in chosen}
-    row_labels = [label for label in choices[request.rows] if label in present_rows]
-    column_labels = tuple(label for label in choices[request.columns] if label in present_columns)
-    pages = max(1, math.ceil(len(row_labels) / request.rows_per_page))
+        allowed[axis] = axes.stored(axis, value)
+    return pinned, allowed
+
+
+def _ranked(axes: RunAxes, axis: str) -> tuple[list, list[int]]:
+    """Every stored value of `axis` and the place of its label among the axis's choices."""
+    place = {label: n for n, label in enumerate(axes.choices[axis])}
+    values = list(axes.labels[axis])
+    return values, [place[axes.labels[axis][v]] for v in values]
+
+
+def grid_page(db, request: GridRequest, axes: RunAxes | None = None) -> GridPage:
+    """One page of the grid `request` asks for (`axes`: the run's, when the caller has them); unknown runs and
+    filter values are refused."""
+    axes = axes or run_axes(db, request.run)
+    pinned, allowed = _pins(request, axes)
+    where = "".join(f" AND {SOURCE[a]} IN ({', '.join('?' * len(v))})" for a, v in allowed.items())
+    (row_values, row_ranks), (column_values, column_ranks) = _ranked(axes, request.rows), _ranked(axes, request.columns)
+    preferred = list(axes.checkpoints)  # known checkpoints and prompt ids are the run's: no join to their tables
+    cells = db.execute(
+        f"WITH f AS MATERIALIZED (SELECT rr.rank AS r, cr.rank AS col, wp.rank AS preference, g.key, s.image_path, "
+        f"w.prompt, {', '.join(SOURCES)} FROM grid_cells g JOIN work w ON w.key = g.key "
+        "JOIN samples s ON s.key = g.key "
+        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) rr ON rr.value = {SOURCE[request.rows]} "
+        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) cr ON cr.value = {SOURCE[request.columns]} "
+        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) wp ON wp.value = w.checkpoint "
+        f"WHERE g.run = ?{where}), "
+        "stats AS (SELECT count(DISTINCT r) AS n, list(DISTINCT col ORDER BY col) AS columns FROM f), "
+        "page AS (SELECT * FROM f WHERE r IN (SELECT DISTINCT r FROM f ORDER BY r LIMIT ? OFFSET ?) "
+        "QUALIFY row_number() OVER (PARTITION BY r, col ORDER BY preference, key, setting) = 1) "
+        "SELECT stats.n, stats.columns, page.* EXCLUDE (preference) FROM stats LEFT JOIN page ON true "
+        "ORDER BY page.r, page.col",
+        [row_values, row_ranks, column_values, column_ranks, preferred, [axes.checkpoints[c][2] for c in preferred],
+         request.run, *(v for vs in allowed.values() for v in vs), request.rows_per_page,
+         request.page * request.rows_per_page]).fetchall()
+    pages = max(1, math.ceil(cells[0][0] / request.rows_per_page))
     if request.page >= pages:
         raise InputError(f"page {request.page} is past the last page ({pages - 1})")
-    shown = row_labels[request.page * request.rows_per_page:(request.page + 1) * request.rows_per_page]
-    shown_set = set(shown)
-    cells = {}
-    for labels, order, row in chosen:
-        r, c = labels[request.rows], labels[request.columns]
-        if r in shown_set and ((r, c) not in cells or order["weights"] < cells[(r, c)][0]):
-            key, image, checkpoint, _, _, epoch, _, prompt, seed = row[:9]
-            cells[(r, c)] = (order["weights"], GridImage(key, image, checkpoint, labels["weights"], epoch,
-                                                          prompt, int(seed), labels))
-    return GridPage(tuple(shown), column_labels, {k: v for k, (_, v) in cells.items()}, pinned, choices,
-                    request.page, pages)
+    shown, images = {}, {}
+    for _, _, r, c, key, image, prompt, *stored in cells:
+        if key is None:
+            continue
+        by_source = dict(zip(SOURCES, stored))
+        checkpoint, epoch, _ = axes.checkpoints[by_source["w.checkpoint"]]
+        labels = {axis: axes.labels[axis][by_source[SOURCE[axis]]] for axis in AXES}
+        row, column = axes.choices[request.rows][r], axes.choices[request.columns][c]
+        shown[row] = None
+        images[(row, column)] = GridImage(key, image, checkpoint, labels["weights"], epoch, prompt,
+                                          int(by_source["w.seed"]), labels)
+    columns = tuple(axes.choices[request.columns][c] for c in cells[0][1] or ())
+    return GridPage(tuple(shown), columns, images, pinned, axes.choices, request.page, pages)
+
+
+class AxesCache:
+    """Each run's `run_axes`, read again once the run gains cells, the store gains samples (or a later one),
+    checkpoints or prompts: a warm grid page then costs one query for the page and one cheap count."""
+
+    def __init__(self):
+        self._runs: dict[str, tuple[tuple, RunAxes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, db, run: str) -> RunAxes:
+        stamp = db.execute(
+            "SELECT (SELECT count(*) FROM grid_cells WHERE run = ?), (SELECT count(*) FROM samples), "
+            "(SELECT max(created_at) FROM samples), (SELECT count(*) FROM run_checkpoints WHERE run = ?), "
+            "(SELECT count(*) FROM checkpoints), (SELECT count(*) FROM prompts)", [run, run]).fetchone()
+        with self._lock:
+            cached = self._runs.get(run)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        axes = run_axes(db, run)
+        with self._lock:
+            self._runs[run] = (stamp, axes)
+        return axes

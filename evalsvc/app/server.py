@@ -27,6 +27,7 @@ from fastapi import Request  # at module level: FastAPI resolves the route's ann
 from ..errors import InputError
 from ..votes import VoteConfig
 from .access import LOCAL_ACCOUNT, LOCAL_USER, Account
+from .grid import AxesCache
 from .sessions import SessionConfig
 
 
@@ -60,6 +61,7 @@ class AppState:
         self.store, self.config = store, config
         self.gate = Gate(accounts, config.sessions) if accounts else None
         self.images = store.layout.images
+        self.grid_axes = AxesCache()  # each run's grid axis values, read again when the run changes
         self.workers = JobWorkers(store, config.workers)
         self.job_token: str | None = None  # set once the app's link is published (`evalsvc.owner`)
         self.interrupted: list = []  # jobs still running when the workers were stopped

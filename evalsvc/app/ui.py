@@ -39,7 +39,8 @@ def grid_html(state, run: str, rows: str, columns: str, filters: dict[str, str],
     """One grid page as an HTML table of `/image/...` thumbnails with each cell's settings as a tooltip; clicking
     one shows it enlarged with its infotext and scores (`data-key` names the image)."""
     with state.cursor() as db:
-        result = grid_page(db, GridRequest(run, rows, columns, filters, int(page), state.config.rows_per_page))
+        request = GridRequest(run, rows, columns, filters, int(page), state.config.rows_per_page)
+        result = grid_page(db, request, state.grid_axes.get(db, run))
     head = "".join(f"<th>{escape(c)}</th>" for c in result.columns)
     body = []
     for row in result.rows:
@@ -65,7 +66,7 @@ def _grid_choices(state, run) -> dict[str, tuple[str, ...]]:
         return {axis: () for axis in AXES}
     with state.cursor() as db:
         try:
-            return grid_page(db, GridRequest(run)).choices
+            return state.grid_axes.get(db, run).choices
         except InputError:
             return {axis: () for axis in AXES}
 
