@@ -11,9 +11,10 @@ reads; each a 64x64 PNG with an infotext chunk, written the way the sampler writ
 
   page builders      the first page (prompts as rows, checkpoints as columns, `--rows-per-page` rows) as a
                      `GridPage`, cold (first call on a freshly opened store) and warm (median): the Python
-                     builder `grid_page` was before (bench/grid_before.py, reads every row of the run), the
-                     SQL `grid_page` reading the axis values each call, and with the app's `AxesCache`
-  page (cold/warm)   `grid_html` (the SQL page with the cache, and its HTML) as the app serves it
+                     builder `grid_page` was before (bench/grid_before.py, reads every row of the run),
+                     `grid_page` reading the run (axis values and coded cells) each call, and `grid_page`
+                     with the app's `AxesCache` (the run read once, each page pinned and paged in memory)
+  page (cold/warm)   `grid_html` (the page with the cache, and its HTML) as the app serves it
   page over HTTP     the app served by uvicorn: the page through Gradio's API (`/gradio_api/call/grid`, with
                      the tab's arguments: run, rows, columns, one filter per axis, the page from 1), then every
                      image it shows through `/image/...`, 6 at a time like a browser
@@ -155,8 +156,9 @@ def page_request(rows_per_page: int):
 
 
 def builders(root: Path, rows_per_page: int, repeats: int, before_repeats: int) -> dict:
-    """The page built by the Python builder the SQL one replaced (`grid_before.py`), by `grid_page` reading the
-    run's axis values each call, and by `grid_page` with the app's `AxesCache`, each on a freshly opened store:
+    """The page built by the Python builder `grid_page` replaced (`grid_before.py`), by `grid_page` reading the
+    run (axis values and coded cells) each call, and by `grid_page` with the app's `AxesCache`, each on a freshly
+    opened store:
     cold (its first call) and the median of its warm calls; all must agree."""
     from grid_before import grid_page_before
 
@@ -176,7 +178,7 @@ def builders(root: Path, rows_per_page: int, repeats: int, before_repeats: int) 
             warm = [_timed(lambda: build(store.db, page_request(rows_per_page)))[0] for _ in range(n)]
         figures.update({f"{name}_cold": cold, f"{name}_warm": statistics.median(warm)})
     if not pages["before"] == pages["sql"] == pages["cached"]:
-        raise RuntimeError("the SQL page differs from the Python page")
+        raise RuntimeError("grid_page's page differs from the Python builder's")
     figures["builder_cells"] = len(pages["sql"].cells)
     return figures
 
@@ -337,7 +339,7 @@ def run(args) -> dict:
 
 
 def table(r: dict) -> str:
-    """The figures as Markdown: the page builders (before / SQL), then ours against the giant grids, with ratios."""
+    """The figures as Markdown: the page builders (before / ours), then ours against the giant grids, with ratios."""
     http, sheet = "page_http" in r, "giant_sheet" in r
     per_image = r["image_bytes"] / r["images"]  # estimated where not every image has its file
     page_bytes = r["page_html_bytes"] + (r["page_http_bytes"] if http else per_image * r["page_images"])
@@ -355,10 +357,11 @@ def table(r: dict) -> str:
              "| page builder (`grid_page`, no HTML) | cold | warm (median) |", "|---|---:|---:|",
              f"| before: every row of the run into Python (bench/grid_before.py) | {ms(r['before_cold'])} | "
              f"{ms(r['before_warm'])} |",
-             f"| SQL: pins, paging and the page's cells in the query, axis values read each call | "
+             f"| ours, the run read each call (one SQL scan for the axis values, one for the coded cells) | "
              f"{ms(r['sql_cold'])} | {ms(r['sql_warm'])} |",
-             f"| SQL with the app's AxesCache (ours, as served) | {ms(r['cached_cold'])} | {ms(r['cached_warm'])} |",
-             f"| before / SQL with the cache | {x(r['before_cold'] / r['cached_cold'])} | "
+             f"| ours with the app's AxesCache (as served: pinned and paged in memory) | {ms(r['cached_cold'])} | "
+             f"{ms(r['cached_warm'])} |",
+             f"| before / ours with the cache | {x(r['before_cold'] / r['cached_cold'])} | "
              f"{x(r['before_warm'] / r['cached_warm'])} |", "",
              "| | one grid page (ours) | giant HTML page | giant contact sheet (A1111 X/Y/Z) |",
              "|---|---:|---:|---:|",

@@ -11,12 +11,10 @@ where a (row, column) then has several images the first in base, raw, EMA order 
 by default, the base where it is the only one). Rows are paged (`rows_per_page`), so a large grid is never
 one giant page; columns are all shown.
 
-The page is read from SQL: every axis's values in the run (`run_axes`: one GROUPING SETS scan, the
-labels made in Python from the few distinct stored values; `AxesCache` keeps them per run until the run
-changes), then the page itself in one query, with the pins, the weights preference and the row paging
-(LIMIT/OFFSET over the ranked distinct row values, and their count) in SQL, so only the page's cells come
-back. That query joins the cells to their work rows and images only: pins and ranks name known checkpoints
-and prompt ids, which the sampler records before their cells.
+The run is read from SQL once (`run_axes`: every axis's values from one GROUPING SETS scan, the labels made
+in Python from the few distinct stored values, and every image cell coded by them, `grid_cells.RunCells`);
+`AxesCache` keeps that per run until the run changes. A page is then pinned, ranked and paged in memory, so
+its build grows with the page, not with the run.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..setting import Setting
+from .grid_cells import RunCells
 
 AXES = ("checkpoint", "weights", "cfg", "steps", "sampler", "size", "lora_scale", "clip_skip", "precision", "base",
         "stack", "seed", "prompt")
@@ -109,10 +108,7 @@ class RunAxes:
     labels: dict[str, dict]  # axis -> stored value (SOURCE[axis]) -> label
     choices: dict[str, tuple[str, ...]]
     checkpoints: dict[str, tuple[str, int | None, int]]  # sha256 -> file name, epoch, place in base/raw/EMA order
-
-    def stored(self, axis: str, label: str) -> list:
-        """The stored values shown as `label` (an epoch's raw and EMA files share a checkpoint label)."""
-        return [value for value, shown in self.labels[axis].items() if shown == label]
+    cells: RunCells  # every image cell, coded by these choices
 
 
 def _labels(source: str, value, extra: tuple, names: Mapping[str, str], first_base: str | None) -> dict:
@@ -162,73 +158,49 @@ def run_axes(db, run: str) -> RunAxes:
             if label not in firsts[axis] or order < firsts[axis][label]:
                 firsts[axis][label] = order
     choices = {axis: tuple(sorted(firsts[axis], key=firsts[axis].get)) for axis in AXES}
-    return RunAxes(labels, choices, checkpoints)
+    cells = RunCells.read(db, run, _RUN_ROWS, SOURCE, labels, choices, {c: v[2] for c, v in checkpoints.items()})
+    return RunAxes(labels, choices, checkpoints, cells)
 
 
-def _pins(request: GridRequest, axes: RunAxes) -> tuple[dict[str, str], dict[str, list]]:
-    """The value each other axis is pinned to, and the stored values every pinned or one-valued axis may take."""
-    pinned, allowed = {}, {}
+def _pins(request: GridRequest, axes: RunAxes) -> dict[str, str]:
+    """The value each axis but the rows, the columns and (unfiltered) the weights is pinned to; a setting axis
+    with one value in the run is not pinned (every cell has it)."""
+    pinned = {}
     for axis in AXES:
         if axis in (request.rows, request.columns) or (axis == "weights" and axis not in request.filters):
             continue
         choices = axes.choices[axis]
         if axis in SETTING_AXES and len(choices) == 1 and axis not in request.filters:
-            allowed[axis] = list(axes.labels[axis])  # one value in the run: nothing to pin, but no later one
             continue
         value = request.filters.get(axis, choices[0])
         if value not in choices:
             raise InputError(f"filter {axis}={value!r}: no such value (values: {', '.join(choices)})")
         pinned[axis] = value
-        allowed[axis] = axes.stored(axis, value)
-    return pinned, allowed
-
-
-def _ranked(axes: RunAxes, axis: str) -> tuple[list, list[int]]:
-    """Every stored value of `axis` and the place of its label among the axis's choices."""
-    place = {label: n for n, label in enumerate(axes.choices[axis])}
-    values = list(axes.labels[axis])
-    return values, [place[axes.labels[axis][v]] for v in values]
+    return pinned
 
 
 def grid_page(db, request: GridRequest, axes: RunAxes | None = None) -> GridPage:
     """One page of the grid `request` asks for (`axes`: the run's, when the caller has them); unknown runs and
     filter values are refused."""
     axes = axes or run_axes(db, request.run)
-    pinned, allowed = _pins(request, axes)
-    where = "".join(f" AND {SOURCE[a]} IN ({', '.join('?' * len(v))})" for a, v in allowed.items())
-    (row_values, row_ranks), (column_values, column_ranks) = _ranked(axes, request.rows), _ranked(axes, request.columns)
-    preferred = list(axes.checkpoints)  # known checkpoints and prompt ids are the run's: no join to their tables
-    cells = db.execute(
-        f"WITH f AS MATERIALIZED (SELECT rr.rank AS r, cr.rank AS col, wp.rank AS preference, g.key, s.image_path, "
-        f"w.prompt, {', '.join(SOURCES)} FROM grid_cells g JOIN work w ON w.key = g.key "
-        "JOIN samples s ON s.key = g.key "
-        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) rr ON rr.value = {SOURCE[request.rows]} "
-        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) cr ON cr.value = {SOURCE[request.columns]} "
-        f"JOIN (SELECT unnest(?) AS value, unnest(?) AS rank) wp ON wp.value = w.checkpoint "
-        f"WHERE g.run = ?{where}), "
-        "stats AS (SELECT count(DISTINCT r) AS n, list(DISTINCT col ORDER BY col) AS columns FROM f), "
-        "page AS (SELECT * FROM f WHERE r IN (SELECT DISTINCT r FROM f ORDER BY r LIMIT ? OFFSET ?) "
-        "QUALIFY row_number() OVER (PARTITION BY r, col ORDER BY preference, key, setting) = 1) "
-        "SELECT stats.n, stats.columns, page.* EXCLUDE (preference) FROM stats LEFT JOIN page ON true "
-        "ORDER BY page.r, page.col",
-        [row_values, row_ranks, column_values, column_ranks, preferred, [axes.checkpoints[c][2] for c in preferred],
-         request.run, *(v for vs in allowed.values() for v in vs), request.rows_per_page,
-         request.page * request.rows_per_page]).fetchall()
-    pages = max(1, math.ceil(cells[0][0] / request.rows_per_page))
+    pinned = _pins(request, axes)
+    pins = {axis: axes.choices[axis].index(label) for axis, label in pinned.items()}
+    found = axes.cells.page(pins, request.rows, request.columns, request.page * request.rows_per_page,
+                            request.rows_per_page)
+    pages = max(1, math.ceil(found.rows / request.rows_per_page))
     if request.page >= pages:
         raise InputError(f"page {request.page} is past the last page ({pages - 1})")
-    shown, images = {}, {}
-    for _, _, r, c, key, image, prompt, *stored in cells:
-        if key is None:
-            continue
-        by_source = dict(zip(SOURCES, stored))
-        checkpoint, epoch, _ = axes.checkpoints[by_source["w.checkpoint"]]
-        labels = {axis: axes.labels[axis][by_source[SOURCE[axis]]] for axis in AXES}
+    cells, shown = axes.cells, {}
+    images = {}
+    for r, c, index in found.shown:
+        checkpoint, epoch, _ = axes.checkpoints[cells.checkpoints[index]]
+        labels = {axis: axes.choices[axis][cells.ranks[axis][index]] for axis in AXES}
         row, column = axes.choices[request.rows][r], axes.choices[request.columns][c]
         shown[row] = None
-        images[(row, column)] = GridImage(key, image, checkpoint, labels["weights"], epoch, prompt,
-                                          int(by_source["w.seed"]), labels)
-    columns = tuple(axes.choices[request.columns][c] for c in cells[0][1] or ())
+        images[(row, column)] = GridImage(str(cells.keys[index]), str(cells.images[index]), checkpoint,
+                                          labels["weights"], epoch, str(cells.prompts[index]),
+                                          int(cells.seeds[index]), labels)
+    columns = tuple(axes.choices[request.columns][c] for c in found.columns.tolist())
     return GridPage(tuple(shown), columns, images, pinned, axes.choices, request.page, pages)
 
 
