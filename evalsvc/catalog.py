@@ -181,7 +181,7 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | list[Pat
                 info = inspect_checkpoint(candidate, allow_pickle=allow_pickle, ema=ema)
                 if info.kind == "lora" and base_row is not None and base_row.arch != info.arch:
                     raise CheckpointError(candidate, f"LoRA is for {info.arch} but the run's base "
-                                                     f"{base_row.file_name} is {base_row.arch}")
+                                                     f"{base_row.file_name!r} is {base_row.arch}")
             except CheckpointError as exc:
                 report.refused.append((str(candidate), exc.reason))
                 continue

@@ -557,3 +557,37 @@ def test_sha256_folder(tmp_path):
 ])
 def test_parse_checkpoint_name(stem, expected):
     assert parse_checkpoint_name(stem) == expected
+
+
+def test_a_file_of_another_format_named_safetensors_is_refused_as_what_it_is(tmp_path):
+    """torch.save's zip and pickle, a Git LFS pointer or an HTML error page saved as .safetensors: the one-line
+    refusal names what the file is instead of a nonsensical header length."""
+    import pickle
+    import zipfile
+
+    zipped = tmp_path / "zipped.safetensors"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": [1.0, 2.0]}))
+    pickled = tmp_path / "pickled.safetensors"
+    pickled.write_bytes(pickle.dumps({"state_dict": {"w": [1.0] * 100}}, protocol=2))
+    pointer = tmp_path / "pointer.safetensors"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 123\n")
+    page = tmp_path / "page.safetensors"
+    page.write_text("<!DOCTYPE html><html><body>rate limited</body></html>")
+    for path, what in ((zipped, "a zip archive"), (pickled, "a pickle"), (pointer, "a Git LFS pointer"),
+                       (page, "an HTML or XML page")):
+        with pytest.raises(CheckpointError) as e:
+            read_header(path)
+        assert reason(e).startswith(f"not a safetensors file but {what}"), reason(e)
+
+
+def test_a_real_header_whose_length_starts_like_a_pickle_is_read(tmp_path):
+    """A header of 640 bytes starts with 0x80 0x02, as a pickle does: still read as safetensors."""
+    import json
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (640 - len(header))
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
+    assert path.read_bytes()[:2] == b"\x80\x02" and list(read_header(path).tensors) == ["w"]

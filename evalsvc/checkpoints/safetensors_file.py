@@ -52,7 +52,11 @@ def read_header(path) -> SafetensorsHeader:
     if size < 8:
         raise CheckpointError(path, f"truncated: {size} bytes, not a safetensors file")
     with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
+        start = f.read(8)
+        (length,) = struct.unpack("<Q", start)
+        disguised = _disguised(start) if length > min(size - 8, MAX_HEADER_BYTES) else None
+        if disguised:
+            raise CheckpointError(path, f"not a safetensors file but {disguised}, named .safetensors")
         if length > size - 8:
             raise CheckpointError(path, f"header length {length} is larger than the file ({size} bytes)")
         if length > MAX_HEADER_BYTES:
@@ -64,6 +68,20 @@ def read_header(path) -> SafetensorsHeader:
     data_offset = 8 + length
     _check_layout(path, tensors, size, data_offset)
     return SafetensorsHeader(tensors=tensors, metadata=metadata, data_offset=data_offset)
+
+
+# What a file named .safetensors holds instead when it starts with these bytes; asked only of files whose first
+# 8 bytes, read as the header length, cannot be one (so a real header's length never matches by chance).
+DISGUISES = ((b"PK\x03\x04", "a zip archive (torch.save's format: a pickled checkpoint)"),
+             (b"\x80", "a pickle (an old torch.save checkpoint)"),
+             (b"GGUF", "a GGUF file"),
+             (b"version ", "a Git LFS pointer (the file itself was never downloaded)"),
+             (b"<", "an HTML or XML page (a failed download?)"))
+
+
+def _disguised(start: bytes) -> str | None:
+    """What the file is, when its first bytes say it is not safetensors."""
+    return next((what for magic, what in DISGUISES if start.startswith(magic)), None)
 
 
 def _parse_json(path: Path, raw: bytes) -> dict:
