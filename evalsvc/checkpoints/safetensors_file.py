@@ -72,11 +72,13 @@ def read_header(path) -> SafetensorsHeader:
 
 # What a file named .safetensors holds instead when it starts with these bytes; asked only of files whose first
 # 8 bytes, read as the header length, cannot be one (so a real header's length never matches by chance).
+PICKLE_STARTS = tuple(bytes([0x80, protocol]) + opcode for protocol in (2, 3, 4, 5)
+                      for opcode in (b"\x95", b"}", b"]", b"(", b"c", b"q", b"\x8a"))  # PROTO n, first opcode
 DISGUISES = ((b"PK\x03\x04", "a zip archive (torch.save's format: a pickled checkpoint)"),
-             (b"\x80", "a pickle (an old torch.save checkpoint)"),
+             (PICKLE_STARTS, "a pickle (an old torch.save checkpoint)"),
              (b"GGUF", "a GGUF file"),
              (b"version ", "a Git LFS pointer (the file itself was never downloaded)"),
-             (b"<", "an HTML or XML page (a failed download?)"))
+             ((b"<!DOCTYP", b"<!doctyp", b"<html", b"<HTML", b"<?xml"), "an HTML or XML page (a failed download?)"))
 
 
 def _disguised(start: bytes) -> str | None:
