@@ -327,8 +327,9 @@ def test_marking_a_flagged_checkpoint_in_decide_shows_why_and_needs_a_confirmati
         _choose(page, "release candidate (the recommendation first)", overcooked, typed=True)
         page.get_by_label("why", exact=True).fill("the client wants the stronger look")
         page.get_by_role("button", name="Mark as release candidate").click()
-        page.get_by_text("Needs a confirmation").wait_for()
-        assert "overcooked" in page.get_by_text("Needs a confirmation").inner_text()
+        warning = page.locator("p", has_text="Needs a confirmation")  # the sentence, past its bold start
+        warning.wait_for()
+        assert "is flagged" in warning.inner_text() and "overcooked" in warning.inner_text()
         with store.thread_view() as view:
             assert view.db.execute("SELECT count(*) FROM decisions").fetchone() == (0,)  # nothing marked yet
         _shoot(page, shots, "decide-confirmation")
