@@ -315,7 +315,7 @@ def decide_tab(state, run) -> list:
                 raise InputError("say why (the reason is recorded with the decision)")
             warnings = view_of(run).warnings(checkpoint or "")
             if warnings and not confirmed:
-                text = ("**Needs a confirmation:** " + "; ".join(escape(w) for w in warnings) +
+                text = ("**Needs a confirmation:** " + "; ".join(escape(w.rstrip(".")) for w in warnings) +
                         ". Press *Mark anyway* to record it with this warning.")
                 return text, gr.update(visible=True), list_decisions(run)
             with state.cursor() as db:
