@@ -34,9 +34,9 @@ def bad_folder(tmp_path, sd15_loras):
     stem = "lora_unet_down_blocks_0_attentions_0_proj_in"
     loha = {f"{stem}.hada_w1_a": torch.zeros(4, 4), f"{stem}.hada_w1_b": torch.zeros(4, 4), f"{stem}.alpha": torch.tensor(1.0)}
     save_file(loha, folder / "loha-000010.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
-    lokr = {f"{stem}.lokr_w1": torch.zeros(4, 4), f"{stem}.lokr_w2": torch.zeros(4, 4)}
+    lokr = {f"{stem}.lokr_w1": torch.zeros(4, 4), f"{stem}.lokr_w2_a": torch.zeros(8, 2)}
     save_file(lokr, folder / "lokr-000011.safetensors", metadata={"ss_network_module": "lycoris.kohya"})
-    dora = dict(base, **{f"{stem}.dora_scale": torch.ones(1, 32)})
+    dora = dict(base, **{f"{stem}_stray.dora_scale": torch.ones(1, 32)})
     _copy_with(sd15_loras[0], folder / "dora-000012.safetensors", tensors=dora)
     save_file({"some.random.weight": torch.zeros(2)}, folder / "mystery-000013.safetensors")
     return folder
@@ -50,7 +50,8 @@ def test_add_refuses_each_bad_file_with_one_line_and_keeps_the_good_ones(tmp_pat
     assert code == 1
     expected = {
         "truncated-000007": "truncated", "hugeheader-000008": "header length", "notjson-000009": "JSON",
-        "loha-000010": "LoHa", "lokr-000011": "LoKr", "dora-000012": "dora_scale", "mystery-000013": "unrecognised",
+        "loha-000010": "LoHa module 'lora_unet_down_blocks_0_attentions_0_proj_in' lacks its 'hada_w2_a' tensor",
+        "lokr-000011": "lacks its 'lokr_w2_b'", "dora-000012": "has only dora_scale tensors", "mystery-000013": "unrecognised",
         "missing-000001": "not found",
     }
     assert len(err) == len(expected)

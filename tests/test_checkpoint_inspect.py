@@ -364,27 +364,31 @@ def lycoris(kind: str) -> dict[str, torch.Tensor]:
     return {f"{SD15_UNET_Q}.{n}": small(2, 2) for n in names} | {f"{SD15_UNET_Q}.alpha": torch.tensor(1.0)}
 
 
-@pytest.mark.parametrize("kind, name", [("loha", "LoHa"), ("lokr", "LoKr")])
-def test_lycoris_refused(tmp_path, kind, name):
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_lycoris_files_are_kohya_style_adapters(tmp_path, kind):
     meta = kohya_metadata(ss_network_module="lycoris.kohya")
-    path = save(tmp_path / "mychar-000004.safetensors", lycoris(kind), meta)
-    with pytest.raises(CheckpointError, match=f"{name} .*diffusers cannot load {name} for SD/SDXL"):
-        inspect_checkpoint(path)
+    info = inspect_checkpoint(save(tmp_path / "mychar-000004.safetensors", lycoris(kind), meta))
+    assert (info.kind, info.arch, info.lora_format, info.epoch) == ("lora", "sd15", "kohya", 4)
 
 
-def test_dora_refused(tmp_path):
-    tensors = kohya_sd15_lora() | {f"{SD15_UNET_Q}.dora_scale": small(1, 320)}
-    with pytest.raises(CheckpointError, match=r"silently drop the DoRA magnitude \(dora_scale\)"):
-        inspect_checkpoint(save(tmp_path / "mychar-000004.safetensors", tensors))
+def test_kohya_dora_is_an_adapter(tmp_path):
+    tensors = kohya_sd15_lora() | {f"{SD15_UNET_Q}.dora_scale": small(320, 1)}
+    assert inspect_checkpoint(save(tmp_path / "mychar-000004.safetensors", tensors)).lora_format == "kohya"
 
 
-def test_kohya_lora_with_unknown_or_unpaired_tensors_refused(tmp_path):
-    odd = kohya_sd15_lora() | {f"{SD15_UNET_Q}.lora_mid.weight": small(2, 2, 3, 3)}
-    with pytest.raises(CheckpointError, match="unsupported LoRA tensor .*lora_mid"):
+def test_kohya_style_files_with_unknown_mixed_or_unpaired_tensors_refused(tmp_path):
+    odd = kohya_sd15_lora() | {f"{SD15_UNET_Q}.lora_extra.weight": small(2, 2)}
+    with pytest.raises(CheckpointError, match=f"unsupported adapter tensor '{SD15_UNET_Q}.lora_extra.weight'"):
         inspect_checkpoint(save(tmp_path / "a.safetensors", odd))
+    mixed = kohya_sd15_lora() | {f"{SD15_UNET_Q}.hada_w1_a": small(2, 2)}
+    with pytest.raises(CheckpointError, match=f"'{SD15_UNET_Q}' mixes LoRA and LoHa tensors"):
+        inspect_checkpoint(save(tmp_path / "m.safetensors", mixed))
     unpaired = {k: v for k, v in kohya_sd15_lora().items() if k != f"{SD15_TE_Q}.lora_up.weight"}
-    with pytest.raises(CheckpointError, match=f"'{SD15_TE_Q}' has no lora_up"):
+    with pytest.raises(CheckpointError, match=f"LoRA module '{SD15_TE_Q}' lacks its 'lora_up.weight' tensor"):
         inspect_checkpoint(save(tmp_path / "b.safetensors", unpaired))
+    oft_dora = {f"{SD15_UNET_Q}.oft_blocks": small(8, 4, 4), f"{SD15_UNET_Q}.dora_scale": small(32, 1)}
+    with pytest.raises(CheckpointError, match="dora_scale on OFT, which DoRA does not decompose"):
+        inspect_checkpoint(save(tmp_path / "o.safetensors", oft_dora, kohya_metadata()))
 
 
 def test_unknown_keys(tmp_path):

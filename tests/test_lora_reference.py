@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from evalsvc.checkpoints import load_tensors, read_header
-from evalsvc.sampling.lora import WeightPatcher, read_lora_layers
+from evalsvc.adapters.read import read_adapter_layers
+from evalsvc.sampling.lora import WeightPatcher
 
 
 def _components(pipe):
@@ -30,7 +31,7 @@ def test_patched_weights_equal_diffusers_fused_weights(tmp_path, kind):
     path = _write(kind.split("-")[1] if kind != "sdxl-sgm" else kind, ours, tmp_path / "lora-000001.safetensors")
     pristine = {c: {k: v.clone() for k, v in m.state_dict().items()} for c, m in _components(ours).items()}
 
-    layers = read_lora_layers(path, load_tensors(path), read_header(path).metadata, ours)
+    layers = read_adapter_layers(path, load_tensors(path), read_header(path).metadata, ours)
     patcher = WeightPatcher(ours)
     patcher.apply(path, layers, 0.7)
 
@@ -64,7 +65,7 @@ def test_a_stack_of_two_loras_equals_diffusers_with_both_adapters_fused(tmp_path
         tensors = random_lora_tensors(ours, rank=4, alpha=2.0, seed=seed, scale=0.2)
         paths.append(save_kohya_lora(ours, tensors, tmp_path / f"lora{i}-000001.safetensors"))
     pristine = {c: {k: v.clone() for k, v in m.state_dict().items()} for c, m in _components(ours).items()}
-    parts = [(p, read_lora_layers(p, load_tensors(p), read_header(p).metadata, ours), s) for p, s in zip(paths, (0.7, 0.4))]
+    parts = [(p, read_adapter_layers(p, load_tensors(p), read_header(p).metadata, ours), s) for p, s in zip(paths, (0.7, 0.4))]
     patcher = WeightPatcher(ours)
     patcher.apply_many(parts)
 
@@ -80,7 +81,7 @@ def test_a_stack_of_two_loras_equals_diffusers_with_both_adapters_fused(tmp_path
             assert torch.allclose(value, ref_state[key], atol=1e-6, rtol=1e-5), f"{component}.{key}"
     patcher.apply(*parts[0])  # back to one LoRA: the companion's modules are pristine again
     single = WeightPatcher(build_sd15_pipeline(seed=0))
-    single.apply(*parts[0][:1], read_lora_layers(paths[0], load_tensors(paths[0]), read_header(paths[0]).metadata,
+    single.apply(*parts[0][:1], read_adapter_layers(paths[0], load_tensors(paths[0]), read_header(paths[0]).metadata,
                                                  single.pipe), 0.7)
     for component, model in _components(ours).items():
         other = _components(single.pipe)[component].state_dict()

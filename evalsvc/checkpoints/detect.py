@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalsvc.adapters.kohya_format import algorithm_of
 from evalsvc.errors import CheckpointError
 from evalsvc.checkpoints.hashing import sha256_file, sha256_file_and_data, sha256_folder
 from evalsvc.checkpoints.naming import parse_checkpoint_name
@@ -19,10 +20,12 @@ LORA_FORMATS = ("kohya", "peft")
 SUPPORTED = "(sd15 and sdxl are)"
 
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
-KOHYA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 PEFT_MARKERS = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
                 "_lora.down.weight", "_lora.up.weight")
-LYCORIS = {".hada_": "LoHa", ".lokr_": "LoKr"}
+PEFT_MAGNITUDE = "lora_magnitude_vector"
+PEFT_SUFFIXES = PEFT_MARKERS + (PEFT_MAGNITUDE, PEFT_MAGNITUDE + ".weight")
+# Tensors whose second axis is a module's input width (the others are ranks, factors or scales).
+INPUT_WIDTH_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight")
 LDM_UNET = "model.diffusion_model."
 
 # Key patterns that only one architecture has (kohya keys use "_" where diffusers/PEFT use ".").
@@ -135,39 +138,27 @@ def classify(path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str])
 
 
 def _lora_format(path, keys: list[str]) -> str | None:
-    """"kohya", "peft" or None (not a LoRA); refuse LoRA variants diffusers cannot apply faithfully."""
-    for marker, name in LYCORIS.items():
-        if example := next((k for k in keys if marker in k), None):
-            raise CheckpointError(
-                path, f"{name} (LyCORIS) network (e.g. {example!r}): diffusers cannot load {name} for SD/SDXL; "
-                "train or export a plain LoRA"
-            )
+    """"kohya" (kohya-style names: LoRA and the LyCORIS family), "peft" or None (not an adapter); refuse what
+    we would apply wrongly."""
     kohya = [k for k in keys if k.startswith(KOHYA_PREFIXES)]
-    peft = [k for k in keys if any(m in k for m in PEFT_MARKERS) or "lora_magnitude_vector" in k]
+    peft = [k for k in keys if any(m in k for m in PEFT_MARKERS) or PEFT_MAGNITUDE in k]
     if not kohya and not peft:
         return None
-    if example := next((k for k in keys if "dora_scale" in k), None):
-        raise CheckpointError(
-            path, f"DoRA LoRA ({example!r}): diffusers would silently drop the DoRA magnitude (dora_scale) "
-            "and sample a different model"
-        )
     if kohya and peft:
         raise CheckpointError(path, f"mixes kohya ({kohya[0]!r}) and PEFT ({peft[0]!r}) LoRA keys")
     if not kohya:
+        if odd := [k for k in keys if not k.endswith(PEFT_SUFFIXES)]:
+            raise CheckpointError(path, f"unsupported PEFT tensor {odd[0]!r}: only LoRA, rsLoRA and DoRA "
+                                        "(lora_A/lora_B/lora_magnitude_vector) are applied")
         return "peft"
     if stray := [k for k in keys if not k.startswith(KOHYA_PREFIXES)]:
-        raise CheckpointError(
-            path, f"kohya LoRA also holds non-LoRA tensors (e.g. {stray[0]!r}) that diffusers cannot load"
-        )
-    if odd := [k for k in kohya if not k.endswith(KOHYA_SUFFIXES)]:
-        raise CheckpointError(
-            path, f"unsupported LoRA tensor {odd[0]!r}: diffusers loads only lora_down/lora_up/alpha tensors"
-        )
-    downs = {k.split(".")[0] for k in kohya if k.endswith(".lora_down.weight")}
-    ups = {k.split(".")[0] for k in kohya if k.endswith(".lora_up.weight")}
-    if unpaired := sorted(downs ^ ups):
-        half = "lora_up" if unpaired[0] in downs else "lora_down"
-        raise CheckpointError(path, f"LoRA module {unpaired[0]!r} has no {half} weight")
+        raise CheckpointError(path, f"kohya-style adapter also holds tensors of no adapter module (e.g. {stray[0]!r})")
+    modules: dict[str, set[str]] = {}
+    for key in kohya:
+        stem, _, name = key.partition(".")
+        modules.setdefault(stem, set()).add(name)
+    for stem, names in sorted(modules.items()):
+        algorithm_of(path, stem, names)
     return "kohya"
 
 
@@ -232,7 +223,10 @@ def _named_arch(path, key: str, value: str, *, sdxl: str, sd15: str) -> str:
 def _arch_from_cross_attention(path, shapes: dict[str, tuple[int, ...]]) -> str | None:
     """Arch implied by the text-embedding width that cross-attention reads (768, 1024 or 2048)."""
     for key, shape in shapes.items():
-        if CROSS_ATTN_K.search(key) and len(shape) == 2 and not re.search(r"lora_up|lora_B|lora\.up", key):
+        adapter = key.startswith(KOHYA_PREFIXES) or any(m in key for m in PEFT_SUFFIXES)
+        if adapter and not key.endswith(INPUT_WIDTH_SUFFIXES):
+            continue
+        if CROSS_ATTN_K.search(key) and len(shape) == 2:
             arch = CROSS_ATTN_ARCH.get(shape[1])
             if arch == "sd2":
                 raise CheckpointError(

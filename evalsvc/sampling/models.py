@@ -13,7 +13,8 @@ import torch
 from ..catalog import CheckpointRow
 from ..checkpoints import check_finite, load_tensors
 from ..errors import CheckpointError
-from .lora import WeightPatcher, read_lora_layers
+from ..adapters.read import read_adapter_layers
+from .lora import WeightPatcher
 
 PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 
@@ -96,7 +97,7 @@ class CheckpointSwitcher:
         """A LoRA file's layers on the base pipeline (stack LoRAs are read once and kept)."""
         tensors = load_tensors(row.path)
         check_finite(row.path, tensors)
-        return read_lora_layers(row.path, tensors, row.metadata, self.base, self._module_names)
+        return read_adapter_layers(row.path, tensors, row.metadata, self.base, self._module_names)
 
     def activate(self, row: CheckpointRow, lora_scale: float, stack: tuple = ()):
         """(pipeline, text-encoder state name) with `row`'s weights in effect, and the companion LoRAs of
