@@ -219,6 +219,7 @@ def run_demo(store_path: Path | None, progress: bool = True, settings: DemoSetti
             sweep_settings(ctx, settings.sweep)
             portability(ctx, settings.sweep)
         print("\n" + render_status(store_status(store.db)))
-    print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext); checkpoints in {ctx.models}")
+    print(f"\nimages in {root / 'images'} (every PNG carries A1111 infotext and a ComfyUI workflow); "
+          f"checkpoints in {ctx.models}")
     print(f"see `evalsvc status --store {root}`")
     return 1 if failed else 0

@@ -56,7 +56,8 @@ def test_lora_epochs_plus_base_grid_stores_32_images_with_infotext(tmp_path, sd1
         fields = parse_infotext(infotext)
         assert fields["Seed"] == str(seed) and fields["CFG scale"] == f"{cfg:g}" and fields["Size"] == "64x64"
         assert fields["Steps"] == "4" and fields["Sampler"] == "Euler a" and fields["Schedule type"] == "Automatic"
-        assert fields["Model"] == "tiny-sd15" and len(fields["Model hash"]) == 10
+        # A1111 shows no hash for a diffusers folder (it hashes single files); ours is not one it knows.
+        assert fields["Model"] == "tiny-sd15" and "Model hash" not in fields
         if file_name.startswith("mychar-"):
             stem = Path(file_name).stem
             lora_hash = fields["Lora hashes"]

@@ -10,15 +10,19 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 
-def png_bytes(image: Image.Image, infotext: str) -> bytes:
+def png_bytes(image: Image.Image, chunks: Mapping[str, str]) -> bytes:
+    """`image` as PNG bytes carrying `chunks` as tEXt chunks, in their order (A1111's `parameters`, ComfyUI's
+    `prompt` and `workflow`)."""
     info = PngInfo()
-    info.add_text("parameters", infotext)
+    for key, text in chunks.items():
+        info.add_text(key, text)
     buffer = io.BytesIO()
     # Level 1 compresses a 512px image several times faster than the default 6 for ~10% more bytes.
     image.save(buffer, format="PNG", pnginfo=info, compress_level=1)

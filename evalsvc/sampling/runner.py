@@ -14,6 +14,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -26,10 +27,10 @@ from .engine import CellSpec, PromptCache, decode_latents, denoise
 from ..setting import StackedLora
 from .grid import (GridOptions, GridPlan, check_size, grid_checkpoints, grid_plan, parse_stack, pending_count,
                    store_plan)
+from .comfy_workflow import comfy_chunks
 from .imagestore import ImageStore, png_bytes
-from .infotext import Infotext
+from .infotext import Infotext, LoraUse
 from .models import CheckpointSwitcher, default_device
-from .samplers import resolve_sampler
 
 
 @dataclass(frozen=True)
@@ -130,19 +131,29 @@ def _batches(cells: list[PendingCell], size: int):
 
 
 def infotext_for(cell: CellSpec, row: CheckpointRow, base: CheckpointRow | None, lora_scale: float,
-                 stack: tuple[tuple[CheckpointRow, float], ...] = ()) -> str:
-    spec = resolve_sampler(cell.sampler)
+                 stack: tuple[tuple[CheckpointRow, float], ...] = (), precision: str = "float32",
+                 device: str = "cpu") -> Infotext:
+    """What made the cell's image: A1111 and ComfyUI name the base a LoRA (or UNet-only) cell was sampled on
+    as the model, and every LoRA in effect (the cell's own, then the stack) with its strength."""
     model = base if row.kind in ("lora", "unet") and base is not None else row
-    prompt = cell.prompt
     loras = ([(row, lora_scale)] if row.kind == "lora" else []) + list(stack)
-    # A1111 applies a LoRA named in the prompt; with these tags the infotext re-creates the image there.
-    prompt = " ".join([prompt, *(f"<lora:{r.stem}:{s:g}>" for r, s in loras)])
-    lora_hashes: tuple[tuple[str, str], ...] = tuple((r.stem, r.short_hash) for r, _ in loras)
     return Infotext(
-        prompt=prompt, negative=cell.negative, steps=cell.steps, sampler=spec.a1111_name,
-        schedule_type=spec.schedule_type, cfg=cell.cfg, seed=cell.seed, width=cell.width, height=cell.height,
-        model_hash=model.model_hash, model=model.stem, clip_skip=cell.clip_skip, lora_hashes=lora_hashes,
-    ).render()
+        prompt=cell.prompt, negative=cell.negative, steps=cell.steps, sampler=cell.sampler, cfg=cell.cfg,
+        seed=cell.seed, width=cell.width, height=cell.height,
+        # A1111 hashes single files only; a diffusers folder's hash is ours, which no other tool shows.
+        model_hash=None if model.kind == "diffusers" else model.model_hash, model=model.stem,
+        # ComfyUI loads single files: a folder is named as the file it converts to.
+        model_file=f"{model.stem}.safetensors" if model.kind == "diffusers" else model.file_name,
+        unet_file=row.file_name if row.kind == "unet" else None,
+        clip_skip=cell.clip_skip, arch=model.arch,
+        loras=tuple(LoraUse(r.stem, r.stem + Path(r.file_name).suffix, s, r.short_hash) for r, s in loras),
+        precision=precision, device=torch.device(device).type,
+    )
+
+
+def png_chunks(info: Infotext) -> dict[str, str]:
+    """Every text chunk of a sampled PNG: A1111's infotext, then ComfyUI's graph."""
+    return {"parameters": info.render(), **comfy_chunks(info)}
 
 
 class _Progress:
@@ -257,8 +268,9 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                 per_image = (time.perf_counter() - t0) / len(batch)
                 results = []
                 for p, img in zip(batch, images):
-                    text = infotext_for(p.cell, row, base, p.lora_scale, stack)
-                    results.append((p.key, png_bytes(img, text), text, per_image))
+                    chunks = png_chunks(infotext_for(p.cell, row, base, p.lora_scale, stack, options.precision,
+                                                     device))
+                    results.append((p.key, png_bytes(img, chunks), chunks["parameters"], per_image))
                 sink.done(results)
                 report.sampled += len(batch)
                 progress.update(len(batch), row.stem)

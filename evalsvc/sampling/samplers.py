@@ -15,17 +15,23 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A diffusers scheduler configuration and how A1111 names it in infotext."""
+    """A diffusers scheduler configuration and how A1111 (infotext) and ComfyUI (KSampler) name it."""
 
     name: str
     scheduler: str
     a1111_name: str
     schedule_type: str = "Automatic"
+    comfy_sampler: str = ""  # a KSAMPLER_NAMES / SAMPLER_NAMES value of ComfyUI's comfy/samplers.py
+    comfy_scheduler: str = "normal"  # a SCHEDULER_NAMES value of the same file
     options: dict = field(default_factory=dict)
 
 
-def _spec(name, scheduler, a1111_name, schedule_type="Automatic", **options) -> SamplerSpec:
-    return SamplerSpec(name, scheduler, a1111_name, schedule_type, options)
+def _spec(name, scheduler, a1111_name, schedule_type="Automatic", comfy=None, comfy_scheduler=None,
+          **options) -> SamplerSpec:
+    """`comfy` is ComfyUI's sampler name (default: ours); its scheduler, unless given, is `karras` for the
+    Karras schedule and `normal` otherwise."""
+    comfy_scheduler = comfy_scheduler or ("karras" if schedule_type == "Karras" else "normal")
+    return SamplerSpec(name, scheduler, a1111_name, schedule_type, comfy or name, comfy_scheduler, options)
 
 
 _KARRAS = {"use_karras_sigmas": True}
@@ -34,30 +40,34 @@ SAMPLERS: dict[str, SamplerSpec] = {
     s.name: s
     for s in (
         _spec("euler", "EulerDiscreteScheduler", "Euler"),
-        _spec("euler_karras", "EulerDiscreteScheduler", "Euler", "Karras", **_KARRAS),
-        _spec("euler_a", "EulerAncestralDiscreteScheduler", "Euler a"),
+        _spec("euler_karras", "EulerDiscreteScheduler", "Euler", "Karras", "euler", **_KARRAS),
+        _spec("euler_a", "EulerAncestralDiscreteScheduler", "Euler a", comfy="euler_ancestral"),
         _spec("heun", "HeunDiscreteScheduler", "Heun"),
-        _spec("heun_karras", "HeunDiscreteScheduler", "Heun", "Karras", **_KARRAS),
+        _spec("heun_karras", "HeunDiscreteScheduler", "Heun", "Karras", "heun", **_KARRAS),
         _spec("dpm_2", "KDPM2DiscreteScheduler", "DPM2"),
-        _spec("dpm_2_karras", "KDPM2DiscreteScheduler", "DPM2", "Karras", **_KARRAS),
-        _spec("dpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a"),
-        _spec("dpm_2_a_karras", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "Karras", **_KARRAS),
+        _spec("dpm_2_karras", "KDPM2DiscreteScheduler", "DPM2", "Karras", "dpm_2", **_KARRAS),
+        _spec("dpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", comfy="dpm_2_ancestral"),
+        _spec("dpm_2_a_karras", "KDPM2AncestralDiscreteScheduler", "DPM2 a", "Karras", "dpm_2_ancestral",
+              **_KARRAS),
         _spec("lms", "LMSDiscreteScheduler", "LMS"),
-        _spec("lms_karras", "LMSDiscreteScheduler", "LMS", "Karras", **_KARRAS),
-        _spec("ddim", "DDIMScheduler", "DDIM"),
-        _spec("pndm", "PNDMScheduler", "PLMS", skip_prk_steps=True),
+        _spec("lms_karras", "LMSDiscreteScheduler", "LMS", "Karras", "lms", **_KARRAS),
+        _spec("ddim", "DDIMScheduler", "DDIM", comfy_scheduler="ddim_uniform"),
+        # ComfyUI has no PLMS; iPNDM is the same linear multistep with lower-order first steps (nearest).
+        _spec("pndm", "PNDMScheduler", "PLMS", comfy="ipndm", skip_prk_steps=True),
         _spec("dpmpp_2m", "DPMSolverMultistepScheduler", "DPM++ 2M", algorithm_type="dpmsolver++"),
-        _spec("dpmpp_2m_karras", "DPMSolverMultistepScheduler", "DPM++ 2M", "Karras",
+        _spec("dpmpp_2m_karras", "DPMSolverMultistepScheduler", "DPM++ 2M", "Karras", "dpmpp_2m",
               algorithm_type="dpmsolver++", **_KARRAS),
         _spec("dpmpp_2m_sde", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", algorithm_type="sde-dpmsolver++"),
-        _spec("dpmpp_2m_sde_karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", "Karras",
+        _spec("dpmpp_2m_sde_karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", "Karras", "dpmpp_2m_sde",
               algorithm_type="sde-dpmsolver++", **_KARRAS),
-        _spec("dpmsolver", "DPMSolverMultistepScheduler", "DPM2M", algorithm_type="dpmsolver",
+        # ComfyUI has no noise-prediction DPM-Solver multistep; its data-prediction form is the nearest.
+        _spec("dpmsolver", "DPMSolverMultistepScheduler", "DPM2M", comfy="dpmpp_2m", algorithm_type="dpmsolver",
               final_sigmas_type="sigma_min"),
         _spec("dpmpp_sde", "DPMSolverSinglestepScheduler", "DPM++ SDE"),
-        _spec("dpmpp_sde_karras", "DPMSolverSinglestepScheduler", "DPM++ SDE", "Karras", **_KARRAS),
-        _spec("unipc", "UniPCMultistepScheduler", "UniPC"),
-        _spec("unipc_karras", "UniPCMultistepScheduler", "UniPC", "Karras", **_KARRAS),
+        _spec("dpmpp_sde_karras", "DPMSolverSinglestepScheduler", "DPM++ SDE", "Karras", "dpmpp_sde", **_KARRAS),
+        # diffusers' UniPC defaults to the bh2 solver; ComfyUI's plain `uni_pc` is bh1.
+        _spec("unipc", "UniPCMultistepScheduler", "UniPC", comfy="uni_pc_bh2"),
+        _spec("unipc_karras", "UniPCMultistepScheduler", "UniPC", "Karras", "uni_pc_bh2", **_KARRAS),
     )
 }
 
