@@ -28,7 +28,7 @@ def _labelled(row, names: dict[str, str], settings: dict[str, Setting],
      precision, setting_key, position) = row
     setting = settings.setdefault(setting_key, Setting.from_key(setting_key))
     stem = re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", checkpoint)
-    stem = re.sub(r"-ema(?=-\d+$)", "", stem) if ema else stem
+    stem = re.sub(r"-ema(?=-\d+$|$)", "", stem) if ema else stem
     labels = {"checkpoint": stem, "weights": "base" if role == "base" else ("EMA" if ema else "raw"),
               "cfg": f"{cfg:g}", "steps": str(steps), "sampler": sampler, "size": f"{width}x{height}",
               "lora_scale": setting.value("lora_scale"), "clip_skip": str(clip_skip), "precision": precision,

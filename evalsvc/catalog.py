@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .checkpoints import CheckpointInfo, inspect_checkpoint
 from .checkpoints.detect import A1111Hashes
+from .checkpoints.folders import scan
+from .checkpoints.naming import is_generic_stem
 from .errors import CheckpointError, InputError
 from .setting import StackedLora
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class CheckpointRow(A1111Hashes):
 
     sha256: str
     path: str
-    file_name: str
+    file_name: str  # the name it goes by (`naming.checkpoint_file_name`), not always the file's: see `path`
     kind: str
     arch: str
     lora_format: str | None
@@ -40,7 +40,8 @@ class CheckpointRow(A1111Hashes):
 
     @property
     def stem(self) -> str:
-        """The name people use: the file stem, or a diffusers folder's name."""
+        """The name people use (UI, reports, `<lora:NAME:1>`, Lora hashes): `file_name` without its suffix, or a
+        diffusers folder's name."""
         return Path(self.file_name).stem if self.kind != "diffusers" else self.file_name
 
 
@@ -49,6 +50,9 @@ class AddReport:
     added: list[CheckpointInfo] = field(default_factory=list)
     known: list[CheckpointInfo] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    ema_changed: dict[str, bool] = field(default_factory=dict)  # sha256 of a known checkpoint -> its old EMA flag
+    state_files: list[Path] = field(default_factory=list)  # training state skipped (`folders.scan`)
+    state_folders: list[Path] = field(default_factory=list)
 
 
 _COLUMNS = ("sha256, path, file_name, kind, arch, lora_format, epoch, step, ema, addnet_hash, "
@@ -62,21 +66,8 @@ def _row(values, role="candidate") -> CheckpointRow:
 
 
 def iter_checkpoint_paths(path: Path) -> list[Path]:
-    """A file, a diffusers folder, or every checkpoint file under a folder (kohya `-state` folders skipped)."""
-    if path.is_dir() and (path / "model_index.json").exists():
-        return [path]
-    if path.is_dir():
-        found = []
-        for candidate in sorted(path.rglob("*")):
-            parts = candidate.relative_to(path).parts
-            if any(p.startswith(".") or p.endswith("-state") for p in parts):
-                continue
-            if candidate.is_file() and candidate.suffix in CHECKPOINT_SUFFIXES:
-                found.append(candidate)
-            elif candidate.is_dir() and (candidate / "model_index.json").exists():
-                found.append(candidate)
-        return [p for p in found if not any(q != p and q in p.parents for q in found)]
-    return [path]
+    """A file, a diffusers folder, or every checkpoint under a folder (training state skipped: `folders.scan`)."""
+    return scan(Path(path)).candidates
 
 
 def get_checkpoint(db, sha256: str) -> CheckpointRow | None:
@@ -120,17 +111,29 @@ def list_runs(db) -> list[str]:
 
 def _insert(db, info: CheckpointInfo, config_path: str | None) -> bool:
     """Record a checkpoint; for known content, adding it again clears an earlier failure (so the
-    next `sample` retries it) and sets a newly given config folder."""
-    if db.execute("SELECT 1 FROM checkpoints WHERE sha256 = ?", [info.sha256]).fetchone():
-        db.execute("UPDATE checkpoints SET status = 'ok', error = NULL, config_path = coalesce(?, config_path) "
-                   "WHERE sha256 = ?", [config_path, info.sha256])
+    next `sample` retries it), sets a newly given config folder, and gives a row registered under a
+    generic file name (`pytorch_lora_weights.safetensors`) the name that tells it apart."""
+    if row := db.execute("SELECT file_name FROM checkpoints WHERE sha256 = ?", [info.sha256]).fetchone():
+        name = info.file_name if is_generic_stem(Path(row[0]).stem) else row[0]
+        db.execute("UPDATE checkpoints SET status = 'ok', error = NULL, config_path = coalesce(?, config_path), "
+                   "file_name = ? WHERE sha256 = ?", [config_path, name, info.sha256])
         return False
     db.execute(
         f"INSERT INTO checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
-        [info.sha256, str(Path(info.path).resolve()), Path(info.path).name, info.kind, info.arch, info.lora_format,
+        [info.sha256, str(Path(info.path).resolve()), info.file_name, info.kind, info.arch, info.lora_format,
          info.epoch, info.step, info.ema, info.addnet_hash, config_path, json.dumps(info.metadata)],
     )
     return True
+
+
+def _set_ema(db, info: CheckpointInfo) -> bool | None:
+    """Give a registered checkpoint the EMA flag `info` carries (an explicit --ema/--no-ema); its old flag when
+    that changed it, else None. Its samples and scores are kept: they are keyed by content, not by the flag."""
+    old = db.execute("SELECT ema FROM checkpoints WHERE sha256 = ?", [info.sha256]).fetchone()[0]
+    if bool(old) == info.ema:
+        return None
+    db.execute("UPDATE checkpoints SET ema = ? WHERE sha256 = ?", [info.ema, info.sha256])
+    return bool(old)
 
 
 def _link(db, run: str, sha256: str, role: str) -> None:
@@ -176,7 +179,11 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | list[Pat
             _link(db, run, info.sha256, "base")
     base_row = run_base(store.db, run)
     for path in paths:
-        for candidate in iter_checkpoint_paths(Path(path)):
+        found = scan(Path(path))
+        report.refused.extend((str(p), reason) for p, reason in found.refused)
+        report.state_files.extend(found.state_files)
+        report.state_folders.extend(found.state_folders)
+        for candidate in found.candidates:
             try:
                 info = inspect_checkpoint(candidate, allow_pickle=allow_pickle, ema=ema)
                 if info.kind == "lora" and base_row is not None and base_row.arch != info.arch:
@@ -186,7 +193,12 @@ def add_checkpoints(store, paths: list[Path], run: str, *, base: Path | list[Pat
                 report.refused.append((str(candidate), exc.reason))
                 continue
             with store.transaction() as db:
-                (report.added if _insert(db, info, None) else report.known).append(info)
+                if _insert(db, info, None):
+                    report.added.append(info)
+                else:
+                    report.known.append(info)
+                    if ema is not None and (old := _set_ema(db, info)) is not None:
+                        report.ema_changed[info.sha256] = old
                 _link(db, run, info.sha256, "candidate")
     return report
 

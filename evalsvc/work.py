@@ -154,18 +154,26 @@ def score_work(store, args, observer=None) -> Outcome:
 def add_work(store, args, observer=None) -> Outcome:
     """`evalsvc add`; for jobs from `watch` and the trainer also their loss rows and the suite's grid afterwards."""
     from .catalog import add_checkpoints
+    from .checkpoints.folders import skipped_line
     from .store.bulk import insert_rows
 
     report = add_checkpoints(store, args.paths, args.run, base=args.base, ema=args.ema,
                              allow_pickle=args.allow_pickle, config=args.config)
     out = Outcome(1 if report.refused else 0)
     for info in report.added:
-        epoch = f" epoch {info.epoch}" if info.epoch is not None else ""
-        out.lines.append(f"added  {Path(info.path).name}: {info.kind} {info.arch}{epoch}{' EMA' if info.ema else ''} "
+        progress = f" epoch {info.epoch}" if info.epoch is not None else (
+            f" step {info.step}" if info.step is not None else "")
+        out.lines.append(f"added  {_shown(info)}: {info.kind} {info.arch}{progress}{' EMA' if info.ema else ''} "
                          f"[{info.sha256[:12]}]")
     for info in report.known:
-        out.lines.append(f"known  {Path(info.path).name}: same content as a registered checkpoint "
-                         f"[{info.sha256[:12]}]")
+        if info.sha256 in report.ema_changed:
+            was = "EMA" if report.ema_changed[info.sha256] else "raw"
+            out.lines.append(f"known  {_shown(info)}: now marked {'EMA' if info.ema else 'raw'} (was {was}) "
+                             f"[{info.sha256[:12]}]")
+        else:
+            out.lines.append(f"known  {_shown(info)}: same content as a registered checkpoint [{info.sha256[:12]}]")
+    if skipped := skipped_line(report.state_files, report.state_folders):
+        out.lines.append(skipped)
     out.errors.extend(f"refused {path}: {reason}" for path, reason in report.refused)
     out.lines.append(f"{len(report.added)} added, {len(report.known)} already known, {len(report.refused)} refused "
                      f"(run {args.run!r})")
@@ -180,6 +188,12 @@ def add_work(store, args, observer=None) -> Outcome:
             out.lines.extend(score_lines(store, args.run, score_config(args, args.device)))
         out.exit_code = max(out.exit_code, 1 if sampled.failed else 0)
     return out
+
+
+def _shown(info) -> str:
+    """A checkpoint's name, and its path when that is not its file's name (`checkpoint-500.safetensors
+    (out/checkpoint-500/pytorch_lora_weights.safetensors)`)."""
+    return info.file_name if info.file_name == Path(info.path).name else f"{info.file_name} ({info.path})"
 
 
 WORK = {"sample": sample_work, "score": score_work, "add": add_work}

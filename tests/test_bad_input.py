@@ -86,8 +86,10 @@ def test_nan_lora_fails_its_cells_and_the_rest_of_the_grid_completes(tmp_path, s
     code = main(["sample", "--store", str(store), "--run", "r", "--suite", "toy", "--seeds", "1", "--steps", "2",
                  "--size", "64x64", "--no-progress"])
     assert code == 1
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "nanlora-000002.safetensors" in err and "NaN" in err
+    assert (captured.out + err).count("NaN/Inf") == 1, captured  # its failure is told once
     from evalsvc.store import open_store
 
     with open_store(store) as s:

@@ -116,7 +116,7 @@ def _labels(source: str, value, extra: tuple, names: Mapping[str, str], first_ba
     if source == "w.checkpoint":
         file_name, role, ema, epoch, _ = extra
         stem = re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", file_name)
-        stem = re.sub(r"-ema(?=-\d+$)", "", stem) if ema else stem
+        stem = re.sub(r"-ema(?=-\d+$|$)", "", stem) if ema else stem  # purple-ema-000002, checkpoint-500-ema
         return {"checkpoint": (stem, (role != "base", epoch or 0, stem)),
                 "weights": ("base" if role == "base" else ("EMA" if ema else "raw"), (role != "base", bool(ema)))}
     if source == "g.setting":

@@ -10,7 +10,7 @@ from pathlib import Path
 from evalsvc.adapters.kohya_format import algorithm_of
 from evalsvc.errors import CheckpointError
 from evalsvc.checkpoints.hashing import sha256_file, sha256_file_and_data, sha256_folder
-from evalsvc.checkpoints.naming import parse_checkpoint_name
+from evalsvc.checkpoints.naming import checkpoint_file_name, checkpoint_stem, parse_checkpoint_name
 from evalsvc.checkpoints.pickled import PICKLE_SUFFIXES, load_pickled
 from evalsvc.checkpoints.safetensors_file import read_header
 
@@ -81,6 +81,12 @@ class CheckpointInfo(A1111Hashes):
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
+    @property
+    def file_name(self) -> str:
+        """The name it goes by (`naming.checkpoint_file_name`): `checkpoint-500.safetensors` for
+        `checkpoint-500/pytorch_lora_weights.safetensors`."""
+        return checkpoint_file_name(self.path)
+
 
 def inspect_checkpoint(path, *, allow_pickle: bool = False, ema: bool | None = None) -> CheckpointInfo:
     """Identify a checkpoint file or diffusers folder; ``ema`` overrides what the file and name say."""
@@ -103,7 +109,7 @@ def inspect_checkpoint(path, *, allow_pickle: bool = False, ema: bool | None = N
             f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder"
         )
     kind, arch, lora_format = classify(path, shapes, metadata)
-    epoch, step, is_ema = _progress(path, path.stem, metadata, ema)
+    epoch, step, is_ema = _progress(path, checkpoint_stem(path), metadata, ema)
     if suffix == ".safetensors":
         sha256, addnet = sha256_file_and_data(path, header.data_offset)
     else:

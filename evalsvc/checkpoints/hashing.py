@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from evalsvc.errors import CheckpointError
+from evalsvc.checkpoints.folders import CHECKPOINT_FOLDER
 from evalsvc.checkpoints.safetensors_file import read_header
 
 CHUNK = 1 << 20
@@ -42,7 +43,8 @@ def sha256_file_and_data(path, data_offset: int | None, chunk: int = CHUNK) -> t
 
 
 def sha256_folder(path) -> str:
-    """sha256 over sorted (relative path, file sha256) pairs; skips hidden entries and __pycache__."""
+    """sha256 over sorted (relative path, file sha256) pairs; skips hidden entries, __pycache__ and the
+    `checkpoint-<step>/` folders a training script saves beside its final pipeline (checkpoints of their own)."""
     root = Path(path)
     if not root.is_dir():
         raise CheckpointError(path, "not a directory" if root.exists() else "directory not found")
@@ -61,7 +63,8 @@ def _folder_files(root: Path) -> list[str]:
             subdirs[:] = []
             continue
         seen.add(real)
-        subdirs[:] = [d for d in subdirs if not _skipped(d)]
+        subdirs[:] = [d for d in subdirs if not _skipped(d) and not (directory == str(root)
+                                                                     and CHECKPOINT_FOLDER.fullmatch(d))]
         for name in names:
             if not _skipped(name):
                 files.append(Path(directory, name).relative_to(root).as_posix())

@@ -173,12 +173,6 @@ class _Progress:
             self.bar.update(n)
         self.observer.advance(n)
 
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line)
-
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -248,8 +242,7 @@ def execute(pending: dict[str, list[PendingCell]], rows: dict[str, CheckpointRow
                 if switcher is None:
                     switcher = CheckpointSwitcher(base or row, device, dtype)
                 pipe, te_state = switcher.activate(row, scale, stack)
-            except CheckpointError as exc:
-                progress.write(f"skipped {exc}")
+            except CheckpointError as exc:  # told once, with the other failures, when sampling ends
                 dead.add(sha)
                 sink.checkpoint_failed(sha, exc.reason)
                 sink.failed([c.key for c in cells], exc.reason)
