@@ -386,6 +386,12 @@ def test_kohya_style_files_with_unknown_mixed_or_unpaired_tensors_refused(tmp_pa
     unpaired = {k: v for k, v in kohya_sd15_lora().items() if k != f"{SD15_TE_Q}.lora_up.weight"}
     with pytest.raises(CheckpointError, match=f"LoRA module '{SD15_TE_Q}' lacks its 'lora_up.weight' tensor"):
         inspect_checkpoint(save(tmp_path / "b.safetensors", unpaired))
+    kohya_oft = {"oft_unet_down_blocks_0_attentions_0_proj_in.oft_blocks": small(8, 4, 4)}
+    with pytest.raises(CheckpointError, match="kohya sd-scripts OFT network .* is not supported"):
+        inspect_checkpoint(save(tmp_path / "k.safetensors", kohya_oft, kohya_metadata()))
+    full = {f"{SD15_UNET_Q}.diff": small(320, 320)}
+    with pytest.raises(CheckpointError, match=r"unsupported adapter tensor '.*\.diff'"):
+        inspect_checkpoint(save(tmp_path / "f.safetensors", full, kohya_metadata()))
     oft_dora = {f"{SD15_UNET_Q}.oft_blocks": small(8, 4, 4), f"{SD15_UNET_Q}.dora_scale": small(32, 1)}
     with pytest.raises(CheckpointError, match="dora_scale on OFT, which DoRA does not decompose"):
         inspect_checkpoint(save(tmp_path / "o.safetensors", oft_dora, kohya_metadata()))

@@ -1,4 +1,5 @@
-"""kohya-style adapter files (`lora_unet_…`, `lora_te…`), as kohya sd-scripts, LyCORIS and OneTrainer write them:
+"""kohya-style adapter files (`lora_unet_…`, `lora_te…`, `lycoris_…`), as kohya sd-scripts, LyCORIS, OneTrainer and
+SimpleTuner write them:
 module names flattened with `_`, one algorithm per module told by its tensor names."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .layer import AdapterLayer
 
 COMPONENT_PREFIXES = {
     "lora_unet_": "unet",
+    "lycoris_": "unet",  # LyCORIS's generic wrapper on a UNet (SimpleTuner)
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
     "lora_te_": "text_encoder",
@@ -105,8 +107,7 @@ def read_kohya_layers(path, tensors, pipe, lookups: dict[str, dict[str, str]]) -
     for stem, parts in sorted(_grouped(tensors).items()):
         prefix = next((p for p in COMPONENT_PREFIXES if stem.startswith(p)), None)
         if prefix is None:
-            raise CheckpointError(path, f"adapter key {stem!r} has no known prefix (lora_unet_, lora_te_, lora_te1_, "
-                                        "lora_te2_)")
+            raise CheckpointError(path, f"adapter key {stem!r} has no known prefix ({', '.join(COMPONENT_PREFIXES)})")
         component = COMPONENT_PREFIXES[prefix]
         model = getattr(pipe, component, None)
         if model is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import CheckpointError
-from .kohya_format import read_kohya_layers
+from .kohya_format import COMPONENT_PREFIXES, read_kohya_layers
 from .layer import AdapterLayer
 from .peft_format import read_peft_layers
 
@@ -16,7 +16,7 @@ def read_adapter_layers(path, tensors: dict[str, torch.Tensor], metadata: dict[s
 
     `lookups` caches kohya's flattened module names per component across calls on one pipeline.
     """
-    if any(k.startswith("lora_") for k in tensors):
+    if any(k.startswith(tuple(COMPONENT_PREFIXES)) for k in tensors):
         layers = read_kohya_layers(path, tensors, pipe, {} if lookups is None else lookups)
     else:
         layers = read_peft_layers(path, tensors, metadata, pipe)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalsvc.adapters.kohya_format import algorithm_of
+from evalsvc.adapters.kohya_format import COMPONENT_PREFIXES, algorithm_of
 from evalsvc.errors import CheckpointError
 from evalsvc.checkpoints.hashing import sha256_file, sha256_file_and_data, sha256_folder
 from evalsvc.checkpoints.naming import checkpoint_file_name, checkpoint_stem, parse_checkpoint_name
@@ -19,7 +19,7 @@ ARCHS = ("sd15", "sdxl")
 LORA_FORMATS = ("kohya", "peft")
 SUPPORTED = "(sd15 and sdxl are)"
 
-KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+KOHYA_PREFIXES = tuple(COMPONENT_PREFIXES)  # kohya's, and LyCORIS's generic `lycoris_`
 PEFT_MARKERS = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
                 "_lora.down.weight", "_lora.up.weight")
 PEFT_MAGNITUDE = "lora_magnitude_vector"
@@ -130,7 +130,7 @@ def classify(path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str])
     lora_format = _lora_format(path, keys)
     if lora_format is not None:
         kind, key_arch = "lora", _first_match(keys, SDXL_KEYS, "sdxl") or _first_match(keys, SD15_KEYS, "sd15")
-        if key_arch is None and not evidence and any(k.startswith("lora_unet_") for k in keys):
+        if key_arch is None and not evidence and any(k.startswith(("lora_unet_", "lycoris_")) for k in keys):
             key_arch = "sd15"  # kohya writes SDXL UNet keys with SGM names, SD1 keys with diffusers names
     elif any(k.startswith(LDM_UNET) for k in keys):
         kind, key_arch = _ldm_single_file(path, keys)
@@ -146,6 +146,9 @@ def classify(path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str])
 def _lora_format(path, keys: list[str]) -> str | None:
     """"kohya" (kohya-style names: LoRA and the LyCORIS family), "peft" or None (not an adapter); refuse what
     we would apply wrongly."""
+    if example := next((k for k in keys if k.startswith(("oft_unet_", "oft_te"))), None):
+        raise CheckpointError(path, f"kohya sd-scripts OFT network ({example!r}) is not supported; LyCORIS's OFT and "
+                                    "BOFT (lora_unet_… .oft_blocks) are")
     kohya = [k for k in keys if k.startswith(KOHYA_PREFIXES)]
     peft = [k for k in keys if any(m in k for m in PEFT_MARKERS) or PEFT_MAGNITUDE in k]
     if not kohya and not peft:
