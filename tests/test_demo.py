@@ -98,6 +98,13 @@ def test_full_demo_flags_the_overcooked_lora_and_ranks_the_variants_as_the_oracl
         assert "overcooked" in verdicts[overcooked.file_name].reason
         # no checkpoint of the good run is flagged
         assert not [v for v in verdicts.values() if v.status == "excluded" and v.name != overcooked.file_name]
+        from evalsvc.report.model import ReportConfig, gather_report, report_json
+
+        listed = {c["name"]: c for c in report_json(gather_report(store, DEMO_RUN, ReportConfig()))["checkpoints"]}
+        assert listed[overcooked.file_name]["flags"] == ["overcooked"]
+        (evidence,) = listed[overcooked.file_name]["flag_evidence"]
+        assert evidence["metric"] == "overcook" and evidence["value"] > evidence["threshold"]
+        assert not [name for name, c in listed.items() if c["flags"] and name != overcooked.file_name]
         recommended = best_set_check(store, DEMO_RUN, AnalysisConfig(ema=False)).recommended
         names = [recommended.file_name, "purple-000001.safetensors", overcooked.file_name, memorised.file_name]
         orders = pair_orders(store, DEMO_RUN, names, "clip_t", AnalysisConfig())

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from evalsvc.report.markdown import summary_markdown
-from evalsvc.report.model import CheckpointRow, LossPoint, MetricInfo, Report, ReportConfig
+from evalsvc.report.model import CheckpointRow, LossPoint, MetricInfo, Report, ReportConfig, report_json
 from evalsvc.report.plots import figure_svg, forest_figure, metric_figure
 from evalsvc.report.summary import recommendation_summary
 from evalsvc.scoring.results import CheckpointInfo
 from evalsvc.setting import Setting
 from evalsvc.stats import BootstrapConfig, Candidate, estimate_scores, recommend
+from evalsvc.stats.flag import Flag
 from evalsvc.stats.forest import forest_rows
 
 AT7 = Setting(cfg=7.0, steps=20, sampler="euler", size=(64, 64))
@@ -43,7 +44,8 @@ def synthetic_report() -> Report:
     candidates = [Candidate(f"purple-{e:06d}.safetensors", e, False, AT7, _scores(m, rng), where="CFG 7, 20 steps")
                   for e, m in MEANS.items()]
     candidates.append(Candidate("purple-overcooked-000009.safetensors", 9, False, AT7, _scores(0.33, rng),
-                                ("overcooked: mean overcook z-score 1.90 against the base (limit 1.00)",),
+                                (Flag("overcooked", "overcook", 1.9, 1.0, "mean overcook z-score 1.90 against the base "
+                                                                      "(limit 1.00)"),),
                                 "CFG 7, 20 steps"))
     rec = recommend(candidates, higher_is_better=True, config=BOOT)
     rows = [CheckpointRow(CheckpointInfo(f"sha{c.name}", c.name, c.epoch, False, "candidate", c.name.rsplit("-", 1)[0]
@@ -80,10 +82,22 @@ def test_forest_rows_put_the_best_at_zero_then_by_difference_and_the_excluded_la
         assert r.ci_low <= r.difference <= r.ci_high
 
 
+def test_json_lists_each_checkpoints_flags_by_name_with_their_evidence(report):
+    listed = {c["name"]: c for c in report_json(report)["checkpoints"]}
+    flagged = listed["purple-overcooked-000009.safetensors"]
+    assert flagged["flags"] == ["overcooked"]
+    assert flagged["flag_evidence"] == [{"name": "overcooked", "metric": "overcook", "value": 1.9, "threshold": 1.0,
+                                         "evidence": "mean overcook z-score 1.90 against the base (limit 1.00)"}]
+    assert all(c["flags"] == [] and c["flag_evidence"] == [] for name, c in listed.items() if c is not flagged)
+    verdict = next(v for v in report_json(report)["recommendation"]["verdicts"] if v["flags"])
+    assert verdict["checkpoint"] == "purple-overcooked-000009.safetensors" and verdict["status"] == "excluded"
+
+
 def test_forest_rows_orient_lower_is_better_so_that_positive_favours_the_candidate():
     rng = np.random.default_rng(5)
     candidates = [Candidate(f"c{e}", e, False, AT7, _scores(m, rng)) for e, m in ((1, 0.5), (2, 0.2), (3, 0.9))]
-    candidates.append(Candidate("flagged", 4, False, AT7, _scores(0.1, rng), ("memorisation: 90% of images",)))
+    candidates.append(Candidate("flagged", 4, False, AT7, _scores(0.1, rng),
+                                (Flag("memorised", "memorised", 0.9, 0.5, "90% of images are near-copies"),)))
     rows = forest_rows(recommend(candidates, higher_is_better=False, config=BOOT), higher_is_better=False)
     assert [r.name for r in rows] == ["c2", "c1", "c3", "flagged"]
     assert rows[1].difference == pytest.approx(-0.3, abs=0.05) and rows[2].difference == pytest.approx(-0.7, abs=0.05)

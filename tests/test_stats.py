@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evalsvc.stats.flag import Flag
 from evalsvc.stats import (BootstrapConfig, Candidate, Estimate, best_setting, cluster_bootstrap, estimate_scores,
                            paired_difference, pareto_front, recommend)
 from evalsvc.stats import bootstrap as bootstrap_module
@@ -259,18 +260,20 @@ def test_recommends_earliest_of_a_statistical_tie():
 
 
 def test_flagged_best_is_excluded_with_its_flag_in_the_reasons():
-    flag = "overcooking: colour saturation 0.93 > 0.85"
+    flag = Flag("overcooked", "overcook", 0.93, 0.85, "colour saturation 0.93 > 0.85")
     offsets = {3: 0.0, 4: 0.001, 5: 0.002, 6: 0.003, 7: 0.5}
     rec = recommend(candidates(offsets, flags={7: (flag,)}), higher_is_better=True, config=CONFIG)
     assert (rec.checkpoint, rec.best) == ("ep3", "ep6")
     excluded = next(v for v in rec.verdicts if v.name == "ep7")
-    assert excluded.status == "excluded" and flag in excluded.reason and "otherwise be the best" in excluded.reason
-    assert any(r.startswith("Excluded ep7") and flag in r for r in rec.reasons)
+    assert excluded.status == "excluded" and flag.text in excluded.reason and "otherwise be the best" in excluded.reason
+    assert excluded.flags == (flag,)
+    assert any(r.startswith("Excluded ep7") and flag.text in r for r in rec.reasons)
     assert recommend(candidates(offsets), higher_is_better=True, config=CONFIG).checkpoint == "ep7"
 
 
 def test_nothing_recommended_when_every_candidate_is_flagged():
-    flags = {3: ("memorisation: nearest-train similarity 0.97 > 0.95",), 4: ("overcooking: saturation",)}
+    flags = {3: (Flag("memorised", "nearest_train", 0.97, 0.95, "nearest-train similarity 0.97 > 0.95"),),
+             4: (Flag("overcooked", "overcook", 1.5, 1.0, "saturation"),)}
     rec = recommend(candidates({3: 0.0, 4: 0.1}, flags=flags), higher_is_better=True, config=CONFIG)
     assert (rec.checkpoint, rec.epoch, rec.best) == (None, None, None)
     assert "every candidate" in rec.reasons[0]
@@ -311,7 +314,11 @@ def test_ties_in_epoch_go_to_the_better_mean_and_no_epoch_sorts_last():
 def test_candidate_input_is_checked():
     scores = {("p", 0): 1.0}
     with pytest.raises(ValueError, match="flags"):
-        Candidate("ep1", 1, False, AT7, scores, flags="memorisation")
+        Candidate("ep1", 1, False, AT7, scores, flags="memorised")
+    with pytest.raises(ValueError, match="flags"):
+        Candidate("ep1", 1, False, AT7, scores, flags=("memorised: 90% of images",))
+    with pytest.raises(ValueError, match="flag name must be one of"):
+        Flag("memorisation", "memorised", 0.9, 0.5, "90% of images")
     with pytest.raises(ValueError, match="no scores"):
         Candidate("ep1", 1, False, AT7, {})
     with pytest.raises(ValueError, match="twice"):

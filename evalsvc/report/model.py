@@ -359,7 +359,10 @@ def report_json(report: Report) -> dict:
     out["metrics"] = {m.name: {"level": m.level, "higher_is_better": m.higher_is_better,
                                "prompt_role": m.prompts or "all",
                                "description": m.description} for m in report.metrics}
-    out["checkpoints"] = [{**checkpoint(r), "metrics": {
+    verdicts = {v.name: v for v in report.recommendations["overall"].verdicts}
+    flags = {name: v.flags for name, v in verdicts.items()}
+    out["checkpoints"] = [{**checkpoint(r), "flags": [f.name for f in flags.get(r.info.file_name, ())],
+                           "flag_evidence": [f.as_dict() for f in flags.get(r.info.file_name, ())], "metrics": {
         name: {"cfg": r.setting.cfg, "setting": setting(r.setting), **estimate(e),
                "higher_is_better": metrics[name].higher_is_better,
                "prompt_role": metrics[name].prompts or "all"} for name, e in r.metrics.items()},
@@ -388,4 +391,4 @@ def _recommendation_json(rec: Recommendation, estimate, setting, judge: Judge) -
                           "cfg": v.setting.cfg if v.setting else None, "setting": setting(v.setting),
                           "where": v.where, "status": v.status,
                           **estimate(v.mean), "difference": None if v.difference is None else estimate(v.difference),
-                          "reason": v.reason} for v in rec.verdicts]}
+                          "reason": v.reason, "flags": [f.name for f in v.flags]} for v in rec.verdicts]}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..setting import Setting, short_label
 from ..stats import BootstrapConfig, Candidate, Estimate, estimate_scores, recommend
+from ..stats.flag import Flag
 from ..stats.judge import Judge, Judged, judge_checkpoints
 from ..stats.recommend import Recommendation
 from .registry import scorer_registry
@@ -123,20 +124,21 @@ def leaderboard(store, run: str, metrics: list[str], config: AnalysisConfig = An
 FLAG_METRICS = ("memorised", "overcook")
 
 
-def flag_reasons(means: dict[str, float], thresholds: FlagThresholds) -> tuple[str, ...]:
+def flag_reasons(means: dict[str, float], thresholds: FlagThresholds) -> tuple[Flag, ...]:
     """Why a checkpoint is excluded, from the mean of each of FLAG_METRICS over its images (absent: no values)."""
     flags = []
-    for metric, limit, text in (("memorised", thresholds.memorised_share, "memorisation: {:.0%} of images are "
-                                 "near-copies of a training image (limit {:.0%})"),
-                                ("overcook", thresholds.overcook, "overcooked: mean overcook z-score {:.2f} "
-                                 "against the base (limit {:.2f})")):
+    for name, metric, limit, text in (
+            ("memorised", "memorised", thresholds.memorised_share,
+             "{:.0%} of images are near-copies of a training image (limit {:.0%})"),
+            ("overcooked", "overcook", thresholds.overcook, "mean overcook z-score {:.2f} against the base "
+                                                            "(limit {:.2f})")):
         if metric in means and means[metric] > limit:
-            flags.append(text.format(means[metric], limit))
+            flags.append(Flag(name, metric, means[metric], limit, text.format(means[metric], limit)))
     return tuple(flags)
 
 
 def _flags(flag_values: dict[str, dict], sha: str, settings: tuple[Setting, ...],
-           thresholds: FlagThresholds) -> tuple[str, ...]:
+           thresholds: FlagThresholds) -> tuple[Flag, ...]:
     """Exclusion flags from the checkpoint's images at the settings it is judged at; `flag_values` holds
     `metric_values` of each of FLAG_METRICS, read once for all candidates."""
     means = {}

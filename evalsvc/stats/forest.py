@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .flag import Flag
 from .recommend import Recommendation
 
 
@@ -24,6 +25,7 @@ class ForestRow:
     ci_low: float | None
     ci_high: float | None
     reason: str
+    flags: tuple[Flag, ...] = ()
 
 
 def forest_rows(recommendation: Recommendation, higher_is_better: bool) -> tuple[ForestRow, ...]:
@@ -35,17 +37,16 @@ def forest_rows(recommendation: Recommendation, higher_is_better: bool) -> tuple
     for v in recommendation.verdicts:
         is_best = v is best
         if is_best:
-            rows.append(ForestRow(v.name, v.where, v.status, True, 0.0, 0.0, 0.0, v.reason))
+            rows.append(ForestRow(v.name, v.where, v.status, True, 0.0, 0.0, 0.0, v.reason, v.flags))
         elif v.difference is not None:
             d = v.difference
-            rows.append(ForestRow(v.name, v.where, v.status, False, d.mean, d.ci_low, d.ci_high, v.reason))
+            rows.append(ForestRow(v.name, v.where, v.status, False, d.mean, d.ci_low, d.ci_high, v.reason, v.flags))
         else:
             gap = sign * (v.mean.mean - best.mean.mean) if best is not None else 0.0
-            rows.append(ForestRow(v.name, v.where, v.status, False, gap, None, None, v.reason))
+            rows.append(ForestRow(v.name, v.where, v.status, False, gap, None, None, v.reason, v.flags))
     return tuple(sorted(rows, key=lambda r: (not r.best, r.ci_low is None, -r.difference)))
 
 
 def flag_names(row: ForestRow) -> list[str]:
-    """The flags that excluded a candidate by their names only ("memorisation: 60% of images ..." ->
-    "memorisation"), from its reason; ["flagged"] when the reason names none."""
-    return [part.split(":")[0].strip() for part in row.reason.split("; ") if ":" in part] or ["flagged"]
+    """The names of the flags that excluded a candidate; ["flagged"] when it carries none."""
+    return [flag.name for flag in row.flags] or ["flagged"]

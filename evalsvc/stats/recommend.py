@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..setting import Setting
 from .bootstrap import BootstrapConfig, Estimate, estimate_scores
 from .compare import paired_difference
+from .flag import Flag
 
 STATUSES = ("recommended", "tied", "worse", "excluded")
 
@@ -41,14 +42,14 @@ class Candidate:
     ema: bool
     setting: Setting | None
     scores: Mapping[tuple[Hashable, Hashable], float]
-    flags: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
     where: str = ""
 
     def __post_init__(self):
         if self.epoch is not None and (isinstance(self.epoch, bool) or not isinstance(self.epoch, int)):
             raise ValueError(f"candidate {self.name!r}: epoch must be an integer or None, got {self.epoch!r}")
-        if isinstance(self.flags, str) or not all(isinstance(f, str) and f for f in self.flags):
-            raise ValueError(f"candidate {self.name!r}: flags must be a tuple of non-empty strings, got {self.flags!r}")
+        if not isinstance(self.flags, tuple) or not all(isinstance(f, Flag) for f in self.flags):
+            raise ValueError(f"candidate {self.name!r}: flags must be a tuple of Flag, got {self.flags!r}")
         if not self.scores:
             raise ValueError(f"candidate {self.name!r} has no scores")
 
@@ -72,6 +73,7 @@ class Verdict:
     mean: Estimate
     difference: Estimate | None
     reason: str
+    flags: tuple[Flag, ...] = ()  # what excluded it (status "excluded")
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def recommend(candidates: Sequence[Candidate], higher_is_better: bool,
             status = "recommended"
         else:
             status = "tied" if i in passing else "worse"
-        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, status, means[i], diffs.get(i), text.verdict(i, status)))
+        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, status, means[i], diffs.get(i),
+                                text.verdict(i, status), c.flags))
 
     direction = "higher is better" if higher_is_better else "lower is better"
     reasons = [f"Best on the primary metric ({direction}): {candidates[best].label}, mean {text.mean(best)}.",
@@ -157,9 +160,9 @@ def _all_flagged(candidates: Sequence[Candidate], means: list[Estimate]) -> Reco
     reasons = [f"No checkpoint can be recommended: every candidate ({len(candidates)}) is flagged."]
     verdicts = []
     for c, mean in zip(candidates, means):
-        why = "; ".join(c.flags) + "."
+        why = "; ".join(f.text for f in c.flags) + "."
         reasons.append(f"Excluded {c.label}: {why}")
-        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, "excluded", mean, None, why))
+        verdicts.append(Verdict(c.name, c.epoch, c.ema, c.setting, c.where, "excluded", mean, None, why, c.flags))
     return Recommendation(None, None, None, None, None, None, None, tuple(reasons), tuple(verdicts))
 
 
@@ -195,7 +198,7 @@ class _Text:
             note = ""
             if self.means[i].mean * self.sign > self.means[self.best].mean * self.sign:
                 note = f" (its mean {self.mean(i)} would otherwise be the best)"
-            return "; ".join(c.flags) + note + "."
+            return "; ".join(f.text for f in c.flags) + note + "."
         if status == "worse":
             return f"significantly worse than the best: {self.difference(i)}; the whole interval lies below {bound}."
         if status == "recommended" and i == self.best:
