@@ -80,9 +80,11 @@ def _write_lycoris(tmp_path, variant: str, arch: str = "sd15", wrapper: str = "k
     if wrapper == "kohya":
         preset = tmp_path / "sd.toml"
         preset.write_text(SDXL_PRESET if arch == "sdxl" else SD_PRESET)
-        network = lycoris.kohya.create_network(1.0, dim, alpha, pipe.vae, encoders, pipe.unet, preset=str(preset),
-                                               **kwargs)
-        network.apply_to(encoders, pipe.unet, True, True)
+        # sd-scripts passes SDXL's two text encoders as a list (lora_te1_, lora_te2_) and SD1's one alone (lora_te_)
+        text_encoder = encoders if arch == "sdxl" else pipe.text_encoder
+        network = lycoris.kohya.create_network(1.0, dim, alpha, pipe.vae, text_encoder, pipe.unet,
+                                               preset=str(preset), **kwargs)
+        network.apply_to(text_encoder, pipe.unet, True, True)
         owned = [("unet", network.unet_loras)] + [
             (("text_encoder", "text_encoder_2")[i], [m for m in network.text_encoder_loras
                                                     if m.lora_name.startswith(("lora_te_", "lora_te1_", "lora_te2_")[
