@@ -334,6 +334,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from .scoring.audit import AuditConfig, audit_json, audit_lines, audit_run
+    from .scoring.backbone import BackboneSpec
+    from .scoring.registry import ScoreConfig
+    from .store import open_store
+
+    scoring = ScoreConfig(backbone=BackboneSpec.parse(args.backbone, args.clip_weights), reference=args.reference,
+                          device=args.device or "cpu", progress=not args.no_progress)
+    config = AuditConfig(args.checkpoint, args.image, args.top, scoring)
+    with open_store(args.store, create=False) as store:  # writes the embeddings it computes to the cache
+        audit = audit_run(store, args.run, config)
+        root = store.layout.root
+    if args.json:
+        print(json.dumps(audit_json(audit), indent=2))
+    else:
+        print("\n".join(audit_lines(audit, config.scoring.reference or root)))
+    return 0
+
+
 def cmd_regress(args) -> int:
     from .regress.report import render_all
     from .regress.run import RegressRequest, regress
@@ -531,6 +550,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the mean over every setting all candidates were sampled at, with the worst named; "
                         "robust:AXIS=V1|V2,... over a declared range only, e.g. robust:steps=20|30)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("audit", help="the training images a checkpoint's outputs (or one image) come back to: "
+                                     "nearest neighbours, and those over-represented against the base's outputs")
+    _store_arg(p)
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", help="a candidate's file name (default: every candidate of the run)")
+    p.add_argument("--image", help="a cell key or image file of the run: its nearest training images")
+    p.add_argument("--reference", type=Path, help="folder of the training images (default: the run's last scoring's)")
+    p.add_argument("--backbone", help="open_clip MODEL[:TAG] or 'toy' (default: the run's last scoring's)")
+    p.add_argument("--clip-weights", help="a local weights file for --backbone")
+    p.add_argument("--top", type=int, default=3, help="training images listed per checkpoint or image (default 3)")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("regress", help="gate a candidate checkpoint against a baseline on a frozen suite (exit 0 pass, "
                                        "1 regression, 2 could not run)")
