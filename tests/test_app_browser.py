@@ -271,6 +271,8 @@ def test_the_grid_puts_steps_and_base_on_its_axes_and_curves_show_the_portabilit
         _choose(page, "checkpoint filter", "mychar-000002")
         page.get_by_role("button", name="Show grid").click()
         table = page.locator("table.evs-grid")
+        # the tab shows page 1 at prompt x checkpoint on arrival: wait for the grid asked for to replace it
+        table.locator("th", has_text="steps \\ base").wait_for()
         table.locator("img").first.wait_for()
         header = [t.strip() for t in table.locator("tr").first.locator("th").all_text_contents()]
         rows = [t.strip() for t in table.locator("tr > th:first-child").all_text_contents()][1:]

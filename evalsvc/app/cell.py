@@ -7,6 +7,7 @@ from html import escape
 
 from ..errors import InputError
 from ..sampling.engine import CellSpec
+from ..scoring.audit import Neighbour
 
 
 @dataclass(frozen=True)
@@ -31,27 +32,33 @@ class CellDetails:
     precision: str
     infotext: str  # the PNG's A1111 `parameters` text as stored
     scores: tuple[CellScore, ...]
+    neighbours: tuple[Neighbour, ...] = ()  # its nearest training images (the dataset audit), when known
+    neighbours_note: str = ""  # why they are not shown
 
     def as_json(self) -> dict:
         """Flat: the spec's fields beside the others."""
         fields = asdict(self)
+        fields["neighbours"] = [{"file": str(n.file), "similarity": n.similarity} for n in self.neighbours]
         return {**asdict(self.spec), **{k: v for k, v in fields.items() if k != "spec"}}
 
 
-def cell_details(db, run: str, key: str) -> CellDetails:
-    """The image `key` of `run`'s grid with everything that made it and its per-image scores (registry order)."""
+def cell_details(db, run: str, key: str, references=None) -> CellDetails:
+    """The image `key` of `run`'s grid with everything that made it, its per-image scores (registry order) and,
+    given a `ReferenceCache`, its nearest training images from the embeddings the store holds."""
+    from ..scoring.audit import cached_neighbours
+
     from ..scoring.registry import scorer_registry
 
     row = db.execute(
         "SELECT s.image_path, c.file_name, rc.role, c.ema, c.epoch, g.prompt_id, w.prompt, w.negative, w.seed, w.cfg, "
-        "w.steps, w.sampler, w.width, w.height, w.lora_scale, w.clip_skip, w.precision, s.infotext "
+        "w.steps, w.sampler, w.width, w.height, w.lora_scale, w.clip_skip, w.precision, s.infotext, s.image_sha256 "
         "FROM grid_cells g JOIN work w ON w.key = g.key JOIN samples s ON s.key = g.key "
         "JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN run_checkpoints rc ON rc.run = g.run "
         "AND rc.sha256 = c.sha256 WHERE g.run = ? AND g.key = ?", [run, key]).fetchone()
     if row is None:
         raise InputError(f"run {run!r} has no sampled image with key {key!r}")
     (image, checkpoint, role, ema, epoch, prompt_id, prompt, negative, seed, cfg, steps, sampler, width, height,
-     lora_scale, clip_skip, precision, infotext) = row
+     lora_scale, clip_skip, precision, infotext, image_sha256) = row
     registry = scorer_registry()
     order = {name: i for i, name in enumerate(registry)}
     stored = db.execute("SELECT metric, value, version FROM scores WHERE key = ?", [key]).fetchall()
@@ -61,12 +68,22 @@ def cell_details(db, run: str, key: str) -> CellDetails:
     weights = "base" if role == "base" else ("EMA" if ema else "raw")
     spec = CellSpec(prompt, negative, int(seed), float(cfg), int(steps), sampler, int(width), int(height),
                     int(clip_skip))
+    neighbours, note = cached_neighbours(db, run, image_sha256, references) if references is not None else ((), "")
     return CellDetails(run, key, image, checkpoint, weights, epoch, prompt_id, spec, float(lora_scale), precision,
-                       infotext, scores)
+                       infotext, scores, neighbours, note)
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
+
+
+def _neighbours_html(d: CellDetails) -> str:
+    """Its nearest training images, by folder and file name (kohya's `3_purple/img_007.png`), with similarity."""
+    if not d.neighbours:
+        return f'<p class="evs-note">{escape(d.neighbours_note)}</p>' if d.neighbours_note else ""
+    rows = "".join(f"<tr><th>{escape(n.file.parent.name + '/' + n.file.name)}</th><td>{n.similarity:.3f}</td></tr>"
+                   for n in d.neighbours)
+    return f"<h4>nearest training images</h4><table>{rows}</table>"
 
 
 def cell_html(details: CellDetails) -> str:
@@ -86,5 +103,5 @@ def cell_html(details: CellDetails) -> str:
             f'<a class="evs-big" href="/image/{escape(d.image)}" target="_blank">'
             f'<img src="/image/{escape(d.image)}" alt="{escape(spec.prompt)}"></a>'
             f'<div class="evs-info"><h3>{escape(d.checkpoint)} ({escape(d.weights)}{epoch})</h3>'
-            f'<table>{rows}</table><h4>scores</h4><table>{scores}</table>'
+            f'<table>{rows}</table><h4>scores</h4><table>{scores}</table>{_neighbours_html(d)}'
             f'<h4>infotext</h4><pre>{escape(d.infotext)}</pre></div></div></div>')

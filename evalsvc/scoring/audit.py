@@ -108,6 +108,29 @@ def audit_run(store, run: str, config: AuditConfig = AuditConfig()) -> Audit:
     return Audit(run, len(files), audits, image, settings_line)
 
 
+def cached_neighbours(db, run: str, image_sha256: str, references, top: int = 3) -> tuple[tuple[Neighbour, ...], str]:
+    """The nearest training images of one stored image from embeddings already in the store (the app loads no
+    backbone), against the reference folder and backbone of the run's last scoring (`references`: a
+    `ReferenceCache`); and a note when they cannot be told: ((), why)."""
+    from .embeddings import cached_embeddings_in
+    from .run_settings import stored_settings
+
+    settings = stored_settings(db, run) or {}
+    folder, backbone = settings.get("reference"), settings.get("backbone")
+    if folder is None or backbone is None:
+        return (), "nearest training images: score the run with --reference DIR (its training images) to see them"
+    try:
+        files = references.images(folder)
+    except InputError as exc:
+        return (), f"nearest training images: {exc}"
+    vectors = cached_embeddings_in(db, backbone.id, [image_sha256, *files])
+    if image_sha256 not in vectors or any(sha not in vectors for sha in files):
+        return (), ("nearest training images: not all embedded yet; score the run with nearest_train or clip_i "
+                    f"against {folder}")
+    reference = np.stack([vectors[sha] for sha in files])
+    return nearest(vectors[image_sha256], list(files.values()), reference, top), ""
+
+
 def nearest(vector: np.ndarray, files: list[Path], reference: np.ndarray, top: int) -> tuple[Neighbour, ...]:
     similarities = reference @ vector
     order = np.argsort(-similarities, kind="stable")[:top]

@@ -12,9 +12,14 @@ from ..store.bulk import insert_rows
 
 
 def cached_embeddings(store, backbone_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
+    return cached_embeddings_in(store.db, backbone_id, hashes)
+
+
+def cached_embeddings_in(db, backbone_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
+    """The stored embeddings among `hashes` by `backbone_id` (a connection or a request's cursor)."""
     if not hashes:
         return {}
-    rows = store.db.execute(
+    rows = db.execute(
         "SELECT image_sha256, vector FROM embeddings WHERE backbone = ? "
         "AND image_sha256 IN (SELECT unnest(?::VARCHAR[]))", [backbone_id, sorted(set(hashes))]).fetchall()
     return {sha: np.asarray(vector, dtype=np.float32) for sha, vector in rows}
