@@ -53,12 +53,12 @@ def test_enlarged_cell_shows_what_made_the_image_and_its_stored_scores(view):
 def test_enlarged_cell_lists_its_nearest_training_images_from_the_stored_embeddings(view):
     """The demo run was scored against its training images: the nearest one's similarity is the image's own
     stored nearest_train score, and the app computes it from cached embeddings without a backbone."""
-    from evalsvc.scoring.reference import ReferenceCache
+    from evalsvc.scoring.audit import TrainingNeighbours
 
     key = view.db.execute("SELECT w.key FROM work w JOIN checkpoints c ON c.sha256 = w.checkpoint JOIN grid_cells g "
                           "ON g.key = w.key WHERE c.file_name = ? AND g.prompt_id = ?", [EPOCH2, PROMPT]).fetchone()[0]
-    references = ReferenceCache()
-    details = cell_details(view.db, "purple", key, references)
+    neighbours = TrainingNeighbours()
+    details = cell_details(view.db, "purple", key, neighbours)
     stored = dict(view.db.execute("SELECT metric, value FROM scores WHERE key = ?", [key]).fetchall())
     assert len(details.neighbours) == 3 and details.neighbours_note == ""
     assert details.neighbours[0].similarity == pytest.approx(stored["nearest_train"], abs=1e-5)
@@ -67,7 +67,7 @@ def test_enlarged_cell_lists_its_nearest_training_images_from_the_stored_embeddi
     html = cell_html(details)
     top = details.neighbours[0].file
     assert "nearest training images" in html and f"{top.parent.name}/{top.name}" in html
-    assert cell_details(view.db, "purple", key, references).neighbours == details.neighbours  # from the cache
+    assert cell_details(view.db, "purple", key, neighbours).neighbours == details.neighbours  # from the cache
     assert cell_details(view.db, "purple", key).neighbours == ()  # not asked for
 
 

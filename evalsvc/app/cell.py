@@ -7,7 +7,7 @@ from html import escape
 
 from ..errors import InputError
 from ..sampling.engine import CellSpec
-from ..scoring.audit import Neighbour
+from ..scoring.audit import Neighbour, TrainingNeighbours
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,9 @@ class CellDetails:
         return {**asdict(self.spec), **{k: v for k, v in fields.items() if k != "spec"}}
 
 
-def cell_details(db, run: str, key: str, references=None) -> CellDetails:
+def cell_details(db, run: str, key: str, neighbours: TrainingNeighbours | None = None) -> CellDetails:
     """The image `key` of `run`'s grid with everything that made it, its per-image scores (registry order) and,
-    given a `ReferenceCache`, its nearest training images from the embeddings the store holds."""
-    from ..scoring.audit import cached_neighbours
-
+    given `neighbours`, its nearest training images from the embeddings the store holds."""
     from ..scoring.registry import scorer_registry
 
     row = db.execute(
@@ -68,9 +66,9 @@ def cell_details(db, run: str, key: str, references=None) -> CellDetails:
     weights = "base" if role == "base" else ("EMA" if ema else "raw")
     spec = CellSpec(prompt, negative, int(seed), float(cfg), int(steps), sampler, int(width), int(height),
                     int(clip_skip))
-    neighbours, note = cached_neighbours(db, run, image_sha256, references) if references is not None else ((), "")
+    nearest, note = neighbours.of(db, run, image_sha256) if neighbours is not None else ((), "")
     return CellDetails(run, key, image, checkpoint, weights, epoch, prompt_id, spec, float(lora_scale), precision,
-                       infotext, scores, neighbours, note)
+                       infotext, scores, nearest, note)
 
 
 def _fmt(value: float | None) -> str:

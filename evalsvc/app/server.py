@@ -25,7 +25,7 @@ from pathlib import Path
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 
 from ..errors import InputError
-from ..scoring.reference import ReferenceCache
+from ..scoring.audit import TrainingNeighbours
 from ..votes import VoteConfig
 from .access import LOCAL_ACCOUNT, LOCAL_USER, Account
 from .grid import AxesCache
@@ -63,7 +63,7 @@ class AppState:
         self.gate = Gate(accounts, config.sessions) if accounts else None
         self.images = store.layout.images
         self.grid_axes = AxesCache()  # each run's grid axis values, read again when the run changes
-        self.references = ReferenceCache()  # runs' training images by content hash, for the enlarged image
+        self.neighbours = TrainingNeighbours()  # an enlarged image's nearest training images
         self.workers = JobWorkers(store, config.workers)
         self.job_token: str | None = None  # set once the app's link is published (`evalsvc.owner`)
         self.interrupted: list = []  # jobs still running when the workers were stopped

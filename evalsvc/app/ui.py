@@ -109,14 +109,14 @@ def grid_tab(state, run) -> None:
     def cell(run: str, key: str) -> dict:
         """One grid image's settings, infotext and per-image scores."""
         with state.cursor() as db, user_errors():
-            return cell_details(db, run, key, state.references).as_json()
+            return cell_details(db, run, key, state.neighbours).as_json()
 
     def enlarge(run, event: gr.EventData):
         key = (getattr(event, "_data", None) or {}).get("key")
         if not key:
             return gr.skip()
         with state.cursor() as db, user_errors():
-            return cell_html(cell_details(db, run, key, state.references))
+            return cell_html(cell_details(db, run, key, state.neighbours))
 
     choices = _grid_choices(state, run.value)
     with gr.Tab("Grid") as tab:

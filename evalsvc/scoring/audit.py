@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .backbone import BackboneSpec, MissingWeights
 from .cells import ScoredCell, run_cells
+from .reference import ReferenceCache
 from .registry import ScoreConfig, ScoringContext
 from .run_settings import settle
 
@@ -104,31 +106,45 @@ def audit_run(store, run: str, config: AuditConfig = AuditConfig()) -> Audit:
         candidates = [config.checkpoint]
     elif image is not None:
         candidates = []
-    audits = tuple(_checkpoint_audit(ctx, cells, name, files, reference, config.top) for name in candidates)
+    bases = ctx.base_cells()
+    audited = [c for c in cells if c.file_name in candidates and not c.is_base]
+    paired = {name: [bases[k] for c in audited if c.file_name == name
+                     and (k := (c.prompt_id, c.seed, c.setting)) in bases] for name in candidates}
+    vectors = ctx.image_embeddings(audited + [c for group in paired.values() for c in group])
+    audits = tuple(_checkpoint_audit(name, [c for c in audited if c.file_name == name], paired[name], vectors, files,
+                                     reference, config.top) for name in candidates)
     return Audit(run, len(files), audits, image, settings_line)
 
 
-def cached_neighbours(db, run: str, image_sha256: str, references, top: int = 3) -> tuple[tuple[Neighbour, ...], str]:
-    """The nearest training images of one stored image from embeddings already in the store (the app loads no
-    backbone), against the reference folder and backbone of the run's last scoring (`references`: a
-    `ReferenceCache`); and a note when they cannot be told: ((), why)."""
-    from .embeddings import cached_embeddings_in
-    from .run_settings import stored_settings
+class TrainingNeighbours:
+    """An image's nearest training images from the embeddings the store already holds, for the app's enlarged
+    image: against the reference folder and backbone of the run's last scoring, with no backbone loaded, and with
+    each folder's hashes and each weight file's hash kept between requests (a CLIP-L file is 1.7 GB)."""
 
-    settings = stored_settings(db, run) or {}
-    folder, backbone = settings.get("reference"), settings.get("backbone")
-    if folder is None or backbone is None:
-        return (), "nearest training images: score the run with --reference DIR (its training images) to see them"
-    try:
-        files = references.images(folder)
-    except InputError as exc:
-        return (), f"nearest training images: {exc}"
-    vectors = cached_embeddings_in(db, backbone.id, [image_sha256, *files])
-    if image_sha256 not in vectors or any(sha not in vectors for sha in files):
-        return (), ("nearest training images: not all embedded yet; score the run with nearest_train or clip_i "
-                    f"against {folder}")
-    reference = np.stack([vectors[sha] for sha in files])
-    return nearest(vectors[image_sha256], list(files.values()), reference, top), ""
+    def __init__(self):
+        self._references = ReferenceCache()
+        self._backbones: dict[BackboneSpec, BackboneSpec] = {}  # the first of equal specs keeps its hashed id
+
+    def of(self, db, run: str, image_sha256: str, top: int = 3) -> tuple[tuple[Neighbour, ...], str]:
+        """The neighbours, or ((), a line saying why they cannot be told)."""
+        from .embeddings import cached_embeddings_in
+        from .run_settings import stored_settings
+
+        settings = stored_settings(db, run) or {}
+        folder, backbone = settings.get("reference"), settings.get("backbone")
+        if folder is None or backbone is None:
+            return (), "nearest training images: score the run with --reference DIR (its training images) to see them"
+        try:
+            files = self._references.images(folder)
+            backbone_id = self._backbones.setdefault(backbone, backbone).id
+        except (InputError, MissingWeights) as exc:
+            return (), f"nearest training images: {exc}"
+        vectors = cached_embeddings_in(db, backbone_id, [image_sha256, *files])
+        if image_sha256 not in vectors or any(sha not in vectors for sha in files):
+            return (), ("nearest training images: not all embedded yet; score the run with nearest_train or clip_i "
+                        f"against {folder}")
+        reference = np.stack([vectors[sha] for sha in files])
+        return nearest(vectors[image_sha256], list(files.values()), reference, top), ""
 
 
 def nearest(vector: np.ndarray, files: list[Path], reference: np.ndarray, top: int) -> tuple[Neighbour, ...]:
@@ -148,12 +164,10 @@ def _image_audit(ctx, cells: list[ScoredCell], config: AuditConfig, files, refer
                                                                                     config.top))
 
 
-def _checkpoint_audit(ctx, cells: list[ScoredCell], name: str, files, reference, top: int) -> CheckpointAudit:
-    own = [c for c in cells if c.file_name == name and not c.is_base]
-    bases = ctx.base_cells()
-    paired = [bases[(c.prompt_id, c.seed, c.setting)] for c in own if (c.prompt_id, c.seed, c.setting) in bases]
+def _checkpoint_audit(name: str, own: list[ScoredCell], paired: list[ScoredCell], vectors, files, reference,
+                      top: int) -> CheckpointAudit:
+    """`own`: the checkpoint's cells; `paired`: the base's cells at the same prompts, seeds and settings."""
     base_images = list({c.image_sha256: c for c in paired}.values())
-    vectors = ctx.image_embeddings(own + base_images)
     ranked = over_represented(np.stack([vectors[c.image_sha256] for c in own]),
                               np.stack([vectors[c.image_sha256] for c in base_images]) if base_images else None,
                               files, reference)

@@ -28,8 +28,7 @@ def _files(folder: Path | None) -> list[Path]:
 
 
 class ReferenceCache:
-    """`reference_images` of each folder, hashed again only when its listing (names, sizes, times) changes: the
-    app asks for a run's training images on every enlarged image."""
+    """`reference_images` of each folder, hashed again only when its listing (names, sizes, times) changes."""
 
     def __init__(self):
         self._folders: dict[Path, tuple[tuple, dict[str, Path]]] = {}
