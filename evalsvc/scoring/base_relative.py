@@ -6,18 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from PIL import Image
 
 from . import overcook, similarity
+from .cells import cell_pixels
 from .registry import Scorer, ScoreRow
-
-
-def _pixels(cells) -> np.ndarray:
-    arrays = []
-    for cell in cells:
-        with Image.open(cell.image_path) as image:
-            arrays.append(np.asarray(image.convert("RGB")))
-    return np.stack(arrays)
 
 
 class _NeedsBase(Scorer):
@@ -54,11 +46,11 @@ class Overcook(_NeedsBase):
             if len(all_base) < 2:
                 continue
             if setting not in spreads:
-                spreads[setting] = overcook.overcook_stats(_pixels(all_base))
+                spreads[setting] = overcook.overcook_stats(cell_pixels(all_base))
             spread = spreads[setting]
             base = base_by_prompt.get((setting, prompt_id), [])
-            reference = overcook.overcook_stats(_pixels(base)) if base else spread
-            stats = overcook.overcook_stats(_pixels(group))
+            reference = overcook.overcook_stats(cell_pixels(base)) if base else spread
+            stats = overcook.overcook_stats(cell_pixels(group))
             scores = overcook.overcook_score(stats, reference, spread=spread)
             for i, (cell, value) in enumerate(zip(group, scores)):
                 out.append(ScoreRow(cell.key, float(value), {
@@ -88,7 +80,7 @@ class Drift(_Drift):
         pairs = self.pairs(ctx, cells)
         if not pairs:
             return []
-        values = similarity.ssim(_pixels([c for c, _ in pairs]), _pixels([b for _, b in pairs]))
+        values = similarity.ssim(cell_pixels([c for c, _ in pairs]), cell_pixels([b for _, b in pairs]))
         return [ScoreRow(c.key, float(1 - v), {"ssim": float(v)}) for (c, _), v in zip(pairs, values)]
 
 

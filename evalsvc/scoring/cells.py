@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ..setting import Setting
 
 
@@ -51,3 +54,12 @@ def run_cells(store, run: str) -> list[ScoredCell]:
                        float(cfg), images / image_path, image_sha)
             for key, sha, file_name, role, epoch, ema, prompt_id, prompt, prompt_role, tags, seed, setting, cfg,
             image_path, image_sha in rows]
+
+
+def cell_pixels(cells) -> np.ndarray:
+    """The cells' images as one (N, H, W, 3) uint8 array."""
+    arrays = []
+    for cell in cells:
+        with Image.open(cell.image_path) as image:
+            arrays.append(np.asarray(image.convert("RGB")))
+    return np.stack(arrays)

@@ -112,3 +112,36 @@ class Memorised(Scorer):
                                 {"similarity": float(similarities[nearest]), "threshold": threshold,
                                  "nearest": files[nearest].name}))
         return out
+
+
+class Identity(Scorer):
+    name = "identity"
+    version = "1"
+    higher_is_better = True
+    needs_backbone = True
+    needs_reference = True
+    weights = ClipT.weights
+    description = ("cosine of the image's subject, cut out and centred (`subject.subject_view`), with the mean of "
+                   "the training images' subjects: a character's likeness, whatever its pose, place and background")
+
+    def compute(self, ctx, cells):
+        from PIL import Image
+
+        from .similarity import l2_normalize
+        from .subject import subject_view
+
+        def embed(paths):
+            out = []
+            for start in range(0, len(paths), ctx.config.batch_size):
+                views = [subject_view(Image.open(p)) for p in paths[start:start + ctx.config.batch_size]]
+                out.append(ctx.backbone.embed_images(views))
+            return np.concatenate(out)
+
+        files, _ = ctx.reference_embeddings
+        centre = l2_normalize(embed(files).mean(axis=0, keepdims=True))[0]
+        by_image = {}
+        for c in cells:
+            by_image.setdefault(c.image_sha256, c.image_path)
+        vectors = dict(zip(by_image, embed(list(by_image.values()))))
+        return [ScoreRow(c.key, float(vectors[c.image_sha256] @ centre), {"backbone": ctx.backbone.id,
+                                                                         "references": len(files)}) for c in cells]

@@ -141,11 +141,11 @@ class Scorer:
 def scorer_registry() -> dict[str, type[Scorer]]:
     """Every scorer by name, in the order `evalsvc score` runs them."""
     from .base_relative import Drift, DriftClip, Overcook
-    from .clip_scores import ClipI, ClipT, ClipTUntriggered, Memorised, NearestTrain
+    from .clip_scores import ClipI, ClipT, ClipTUntriggered, Identity, Memorised, NearestTrain
     from .oracle_scorer import OracleScorer
     from .preference import Aesthetic, PickScore
-    from .set_scorers import Diversity, Fid, Kid
+    from .set_scorers import Diversity, DiversitySsim, Fid, Kid
 
-    scorers = (ClipT, ClipTUntriggered, ClipI, NearestTrain, Memorised, Diversity, Kid, Fid, Drift, DriftClip,
-               Overcook, OracleScorer, Aesthetic, PickScore)
+    scorers = (ClipT, ClipTUntriggered, ClipI, Identity, NearestTrain, Memorised, Diversity, DiversitySsim, Kid, Fid,
+               Drift, DriftClip, Overcook, OracleScorer, Aesthetic, PickScore)
     return {scorer.name: scorer for scorer in scorers}

@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from . import distribution, similarity
+from .cells import cell_pixels
 from .registry import Scorer, SetScoreRow
 
 
@@ -37,6 +38,26 @@ class Diversity(Scorer):
             if len(group) >= 2:
                 value = similarity.diversity(np.stack([vectors[c.image_sha256] for c in group]))
                 out.append(SetScoreRow(sha, setting, prompt_id, value, len(group), details={"backbone": ctx.backbone.id}))
+        return out
+
+
+class DiversitySsim(Scorer):
+    name = "diversity_ssim"
+    version = "1"
+    higher_is_better = True
+    level = "set"
+    description = ("1 - mean pairwise SSIM across the seeds of one prompt (low: the same composition and detail "
+                   "every time; the MS-SSIM mode-collapse measure of GAN work, at one scale)")
+
+    def compute(self, ctx, cells):
+        out = []
+        for (sha, setting, prompt_id), group in _sorted(_groups(cells, by_prompt=True)):
+            if len(group) >= 2:
+                pixels = cell_pixels(group)
+                pairs = [(i, j) for i in range(len(group)) for j in range(i + 1, len(group))]
+                values = similarity.ssim(pixels[[i for i, _ in pairs]], pixels[[j for _, j in pairs]])
+                out.append(SetScoreRow(sha, setting, prompt_id, float(1 - values.mean()), len(group),
+                                       std=float(values.std())))
         return out
 
 
