@@ -326,8 +326,16 @@ def cmd_report(args) -> int:
 
     from .stats.judge import Judge
 
-    config = ReportConfig(primary=args.primary, judge=Judge.parse(args.judge))
+    from .goals import goal_named, run_goal
+
+    goal = goal_named(args.goal) if args.goal else None
+    if goal is not None and args.primary is not None and args.primary != goal.fidelity:
+        raise InputError(f"--primary {args.primary} contradicts --goal {args.goal}, whose fidelity metric is "
+                         f"{goal.fidelity}; give one of them")
     with open_store(args.store, create=False, read_only=True) as store:
+        if goal is None and args.primary is None:
+            goal = run_goal(store.db, args.run)  # the suite's, if it declares one
+        config = ReportConfig(primary=args.primary or "clip_t", judge=Judge.parse(args.judge), goal=goal)
         report = gather_report(store, args.run, config)
         root = store.layout.root
     print(write_report(report, args.format, args.out or default_report_path(root, args.run, args.format)))
@@ -542,8 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="md: for a pull-request comment (default); html: one offline file with plots and images; "
                         "json: the numbers")
     p.add_argument("--out", type=Path, help="output file (default: STORE/reports/RUN.EXT)")
-    p.add_argument("--primary", default="clip_t",
+    p.add_argument("--primary",
                    help="image-level metric that picks each checkpoint's setting and the recommendation (default clip_t)")
+    p.add_argument("--goal", choices=("concept", "character", "style"),
+                   help="what the LoRA is for: judge it on that goal's fidelity and prompt following together, with "
+                        "its constraints as flags (undertrained, overcooked, memorised, overfit, polluting); "
+                        "default: the goal the run's suite declares (`goal = ...`), if any")
     p.add_argument("--judge", default="best",
                    help="judging policy: best (each checkpoint at its own best setting; default), "
                         "at:AXIS=VALUE,... (every checkpoint at one setting, e.g. at:steps=20,cfg=5), or robust "

@@ -188,3 +188,31 @@ def test_a_run_without_decisions_says_so(short_demo, tmp_path, capsys):
     html = _report(root, tmp_path, "html", capsys)
     assert "<h2>Release decision</h2>\n<p>No release candidate has been marked for this run yet" in html
     assert json.loads(_report(root, tmp_path, "json", capsys))["decisions"] == []
+
+
+def test_a_goal_report_shows_its_criteria_constraints_and_flags(short_demo, tmp_path, capsys):
+    root, _ = short_demo
+    report = json.loads(_report(root, tmp_path, "json", capsys, "--goal", "concept"))
+    assert report["goal"]["name"] == "concept" and report["primary"] == "clip_t"
+    assert report["goal"]["thresholds"]["overfit_diversity_share"] == 0.6
+    verdicts = report["recommendation"]["verdicts"]
+    assert all([c["objective"] for c in v["criteria"]] == ["fidelity"] for v in verdicts)
+    for v in verdicts:
+        (fidelity,) = v["criteria"]
+        assert fidelity["metric"] == "clip_t" and (fidelity["difference"] is None) == (v["status"] == "excluded")
+        if fidelity["difference"] is not None:
+            assert fidelity["ties_best"] == (fidelity["difference"]["ci_high"] >= 0)
+    by_name = {c["name"]: c for c in report["checkpoints"]}
+    for v in verdicts:  # every flag has its evidence, in the checkpoints' entries too
+        assert by_name[v["checkpoint"]]["flags"] == v["flags"]
+        assert [e["name"] for e in by_name[v["checkpoint"]]["flag_evidence"]] == v["flags"]
+    markdown = _report(root, tmp_path, "md", capsys, "--goal", "concept")
+    assert "### Goal" in markdown and "Judged as a concept LoRA: fidelity by clip_t" in markdown
+    assert "- overfit: diversity_ssim across seeds on holdout prompts below 60% of the base's" in markdown
+    assert "| checkpoint | status | fidelity (clip_t) | flags |" in markdown
+    html = _report(root, tmp_path, "html", capsys, "--goal", "concept")
+    assert "<h2>Goal</h2>" in html and '<table class="criteria">' in html
+    assert all(f'<tr class="{v["status"]}"><td>{v["checkpoint"]} (' in html for v in verdicts)
+    # --primary must agree with the goal's fidelity metric
+    assert main(["report", "--store", str(root), "--run", "purple", "--goal", "concept", "--primary", "oracle"]) == 2
+    assert "--primary oracle contradicts --goal concept" in capsys.readouterr().err

@@ -474,3 +474,13 @@ def test_training_folder_without_captions_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SuiteError, match=r"empty: no captioned images .*0 usable image"):
         load_suite(str(tmp_path / "empty"))
+
+
+def test_a_suite_declares_its_goal_and_the_goal_is_part_of_its_content(tmp_path):
+    body = '[[prompts]]\nid = "a"\ntext = "a toki on the left, gray background"\n'
+    character = load_suite(str(write(tmp_path, "c.toml", 'name = "s"\ngoal = "character"\n' + body)))
+    plain = load_suite(str(write(tmp_path, "p.toml", 'name = "s"\n' + body)))
+    assert character.goal == "character" and plain.goal == ""
+    assert character.content_hash != plain.content_hash
+    with pytest.raises(SuiteError, match="goal must be one of concept, character, style, got 'portrait'"):
+        load_suite(str(write(tmp_path, "bad.toml", 'name = "s"\ngoal = "portrait"\n' + body)))

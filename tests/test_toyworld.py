@@ -131,3 +131,27 @@ def test_a_dataset_spec_plants_its_defect_in_the_numbered_images_only(tmp_path):
     assert all(p.marker is not None for p in seen)
     assert write_dataset(tmp_path / "v1", 3, seed=3) and not any(
         perceive(Image.open(p)).marker for p in (tmp_path / "v1" / "1_toyworld").glob("*.png"))
+
+
+def test_the_truth_measures_copies_collapse_and_leaks():
+    from dataclasses import replace as with_
+
+    from trainer.toyworld.truth import adherence, copy_share, detail_spread, perceive_all, share_with
+    from trainer.toyworld.world import LOOK_V2, random_detail, render
+
+    rng = random.Random(11)
+    scene = Scene("red", "circle", "left", "white")
+    training = [random_detail(scene, rng, LOOK_V2) for _ in range(4)]
+    seen_training = perceive_all(render(scene, d) for d in training)
+    copies = perceive_all(render(scene, d) for d in training[:3])
+    fresh = perceive_all(draw(scene, rng, look=LOOK_V2) for _ in range(6))
+    assert copy_share(copies + fresh[:1], seen_training) == 0.75
+    assert copy_share(fresh, seen_training) == 0.0
+    same = perceive_all(render(scene, training[0]) for _ in range(4))
+    assert detail_spread(same) == 0.0 and detail_spread(fresh) > 0.1  # measured 0.58
+    shaded = perceive_all(render(with_(scene, style="shaded"), d) for d in training[:2])
+    assert share_with(shaded + copies, lambda p: p.style == "shaded") == 0.4
+    defective = perceive_all([render(scene, with_(training[0], defect=True))])
+    assert share_with(defective + copies, lambda p: p.defect) == 0.25
+    images = [render(scene, d) for d in training[:2]]
+    assert adherence(images, [scene.caption, "a blue circle on the left, white background"]) == 0.875

@@ -28,10 +28,13 @@ class Curves:
 def gather_curves(store, run: str, config: CurvesConfig = CurvesConfig()) -> Curves:
     """The report of `run` (without image strips) and its latest release decision; InputError when it has no
     usable scores."""
+    from ..goals import run_goal
     from .view import primary_metric
 
     primary = primary_metric(store, run, config.primary) or config.primary
-    report = gather_report(store, run, ReportConfig(primary=primary, strip_images=0, bootstrap=config.bootstrap))
+    goal = run_goal(store.db, run)  # a suite that says what the LoRA is for: judged on that goal
+    report = gather_report(store, run, ReportConfig(primary=primary, strip_images=0, bootstrap=config.bootstrap,
+                                                    goal=goal))
     latest = decisions(store.db, run)
     return Curves(report, latest[0] if latest else None)
 

@@ -82,10 +82,33 @@ def _recommendations(report: Report) -> str:
                      f"<strong>{chosen}</strong></p>")
         parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in rec.reasons) + "</ul>")
     parts.append("</details>")
+    parts.append(_goal(report))
     lines = flags(report)
     parts.append("<h2>Flags</h2>")
     parts.append('<ul class="flags">' + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>" if lines else
-                 "<p>No checkpoint is flagged (memorisation, overcooking).</p>")
+                 "<p>No checkpoint is flagged (" + ("undertrained, overcooked, memorised, overfit, polluting"
+                                                   if c.goal else "memorisation, overcooking") + ").</p>")
+    return "\n".join(parts)
+
+
+def _goal(report: Report) -> str:
+    """The goal, its constraints and the criteria table (empty without a goal)."""
+    from .goal_section import constraint_lines, criteria_table
+
+    lines = constraint_lines(report)
+    if not lines:
+        return ""
+    parts = ["<h2>Goal</h2>", f"<p>{escape(lines[0])}</p>", "<p>Constraints (a flagged checkpoint is never "
+             "recommended):</p>", "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in lines[1:]) + "</ul>"]
+    header, rows = criteria_table(report)
+    if rows:
+        parts.append('<table class="criteria"><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in header) +
+                     "</tr></thead><tbody>" + "".join(
+                         f'<tr class="{escape(row[1])}">' + "".join(f"<td>{escape(cell)}</td>" for cell in row) +
+                         "</tr>" for row in rows) + "</tbody></table>")
+        confidence = f"{report.config.bootstrap.confidence:.0%}"
+        parts.append(f"<p>Each criterion: mean (paired difference to that criterion's best, {confidence} CI); "
+                     "✓ ties the best.</p>")
     return "\n".join(parts)
 
 

@@ -59,6 +59,25 @@ def reasons_markdown(report: Report) -> list[str]:
                     if s in report.recommendations]
 
 
+def goal_markdown(report: Report) -> list[str]:
+    """The goal, its constraints and each candidate per criterion (nothing without a goal)."""
+    from .goal_section import constraint_lines, criteria_table
+
+    lines = constraint_lines(report)
+    if not lines:
+        return []
+    out = ["### Goal", "", _escape(lines[0]), "", "Constraints (a flagged checkpoint is never recommended):", ""]
+    out += [f"- {_escape(line)}" for line in lines[1:]] + [""]
+    header, rows = criteria_table(report)
+    if rows:
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows]
+        confidence = f"{report.config.bootstrap.confidence:.0%}"
+        out += ["", f"Each criterion: mean (paired difference to that criterion's best, {confidence} CI); ✓ ties the "
+                    "best.", ""]
+    return out
+
+
 def metric_header(report: Report, metric: str) -> str:
     info = report.metric(metric)
     arrow = "↑" if info.higher_is_better else "↓"
@@ -115,6 +134,7 @@ def render_markdown(report: Report) -> str:
     lines = [f"## evalsvc report: run `{report.run}`", ""]
     lines += summary_markdown(report) + [""]
     lines += ["<details><summary>details</summary>", ""] + reasons_markdown(report) + ["", "</details>", ""]
+    lines += goal_markdown(report)
     lines += ["### Release decision", ""] + _decision_lines(report) + [""]
     names = [m.name for m in report.metrics]
     lines += ["### Leaderboard", "",
@@ -129,7 +149,8 @@ def render_markdown(report: Report) -> str:
     lines += ["", "⭐ recommended. ↑ higher is better, ↓ lower is better; a prompt role in brackets "
                   "(target, holdout) marks a metric judged on those prompts only.", "", "### Flags", ""]
     lines += [f"- {_escape(line)}" for line in flags(report)] or [
-        "- No checkpoint is flagged (memorisation, overcooking)."]
+        "- No checkpoint is flagged (" + ("undertrained, overcooked, memorised, overfit, polluting"
+                                          if c.goal else "memorisation, overcooking") + ")."]
     for matrix in report.portability:
         lines += ["", f"### Portability: checkpoint x {matrix.axis}", ""] + portability_markdown(matrix, c.primary)
     lines += ["", "### Notes", ""] + [f"- {note}" for note in report.notes()]

@@ -11,6 +11,7 @@ memorisation and overcooking on all. Intervals are the nested (prompt, then seed
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..decisions import Decision, decisions
 from ..errors import InputError
+from ..goals import Goal
 from ..scoring.results import (AnalysisConfig, CheckpointInfo, checkpoint_names, leaderboard, metric_values,
                                run_checkpoints, run_recommendation, stored_metrics)
 from ..setting import Setting, varying_axes
@@ -40,8 +42,11 @@ class ReportConfig:
     strip_images: int = 4  # images per strip
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     judge: Judge = field(default_factory=Judge)
+    goal: Goal | None = None  # what the LoRA is for (`evalsvc.goals`); then `primary` is its fidelity metric
 
     def __post_init__(self):
+        if self.goal is not None:
+            object.__setattr__(self, "primary", self.goal.fidelity)
         if not isinstance(self.primary, str) or not self.primary:
             raise InputError(f"the primary metric must be a metric name, got {self.primary!r}")
         for name in ("strip_candidates", "strip_images"):
@@ -51,10 +56,11 @@ class ReportConfig:
 
     def analysis(self, prompt_role: str | None, ema: bool | None = None) -> AnalysisConfig:
         return AnalysisConfig(primary=self.primary, prompt_role=prompt_role, ema=ema, bootstrap=self.bootstrap,
-                              judge=self.judge)
+                              judge=self.judge, goal=self.goal)
 
     def metric_role(self, metric: str) -> str | None:
-        return self.prompt_role if metric == self.primary or metric in self.adherence else None
+        following = self.goal.following if self.goal else None
+        return self.prompt_role if metric in (self.primary, following) or metric in self.adherence else None
 
 
 @dataclass(frozen=True)
@@ -353,6 +359,10 @@ def report_json(report: Report) -> dict:
     out = {"run": report.run, "primary": report.config.primary, "prompt_role": report.config.prompt_role,
            "confidence": report.config.bootstrap.confidence, "policy": report.config.judge.text,
            "settings": [setting(s) for s in report.settings], "notes": report.notes()}
+    goal = report.config.goal
+    out["goal"] = None if goal is None else {
+        "name": goal.name, "fidelity": goal.fidelity, "following": goal.following, "pollution": goal.leak,
+        "description": goal.description, "thresholds": dataclasses.asdict(report.config.analysis(None).flags)}
     for series, key in zip(SERIES, ("recommendation", "recommendation_raw", "recommendation_ema")):
         if series in report.recommendations:
             out[key] = _recommendation_json(report.recommendations[series], estimate, setting, report.config.judge)
@@ -391,4 +401,8 @@ def _recommendation_json(rec: Recommendation, estimate, setting, judge: Judge) -
                           "cfg": v.setting.cfg if v.setting else None, "setting": setting(v.setting),
                           "where": v.where, "status": v.status,
                           **estimate(v.mean), "difference": None if v.difference is None else estimate(v.difference),
-                          "reason": v.reason, "flags": [f.name for f in v.flags]} for v in rec.verdicts]}
+                          "reason": v.reason, "flags": [f.name for f in v.flags],
+                          "criteria": [{"objective": c.objective.label, "metric": c.objective.metric,
+                                        "best": c.best, **estimate(c.mean), "ties_best": c.ties_best,
+                                        "difference": None if c.difference is None else estimate(c.difference)}
+                                       for c in v.criteria]} for v in rec.verdicts]}

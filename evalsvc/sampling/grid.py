@@ -203,8 +203,8 @@ def grid_checkpoints(db, run: str) -> tuple[list[CheckpointRow], list[Checkpoint
 def register_suite(db, suite: Suite) -> None:
     if db.execute("SELECT 1 FROM suites WHERE hash = ?", [suite.content_hash]).fetchone():
         return
-    db.execute("INSERT INTO suites (hash, name, source, description) VALUES (?, ?, ?, ?)",
-               [suite.content_hash, suite.name, suite.source, suite.description])
+    db.execute("INSERT INTO suites (hash, name, source, description, goal) VALUES (?, ?, ?, ?, ?)",
+               [suite.content_hash, suite.name, suite.source, suite.description, suite.goal or None])
     insert_rows(db, "prompts", ["suite_hash", "prompt_id", "position", "text", "negative", "tags", "role"],
                 [[suite.content_hash, p.id, i, p.text, p.negative, list(p.tags), p.role]
                  for i, p in enumerate(suite.prompts)])

@@ -16,6 +16,9 @@ from ..setting import Setting, short_label
 from ..stats import BootstrapConfig, Candidate, Estimate, estimate_scores, recommend
 from ..stats.flag import Flag
 from ..stats.judge import Judge, Judged, judge_checkpoints
+from ..goals import Goal
+from ..stats.joint import Objective, recommend_jointly
+from .goal_flags import GoalEvidence, goal_flags, mean_at
 from ..stats.recommend import Recommendation
 from .registry import scorer_registry
 
@@ -44,16 +47,32 @@ class FlagThresholds:
     # mean `overcook` z-score against the base, in units of the base images' spread; on the demo (measured):
     # good epochs 0.3 at most, the LoRA trained at 30x the learning rate 1.9
     overcook: float = 1.0
+    # with a goal (`evalsvc.goals`), also:
+    # fidelity gain over the base below this share of the best unflagged candidate's gain: not trained enough
+    undertrained_gain_share: float = 0.5
+    # diversity across seeds on holdout prompts below this share of the base's: every image alike
+    overfit_diversity_share: float = 0.6
+    # the goal's pollution metric's gain over the base on holdout prompts above this share of its gain on
+    # target prompts: what it learnt leaks where the prompt did not ask for it
+    polluting_leak_share: float = 0.5
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
+    """How a run is judged: on `primary` alone, or on a `goal`'s objectives and constraints (then `primary` is
+    the goal's fidelity metric)."""
+
     primary: str = "clip_t"
     prompt_role: str | None = "target"  # the prompts the primary metric is judged on (None: all)
     ema: bool | None = None  # only EMA (True) or only raw (False) checkpoints; None: both
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     flags: FlagThresholds = field(default_factory=FlagThresholds)
     judge: Judge = field(default_factory=Judge)
+    goal: Goal | None = None
+
+    def __post_init__(self):
+        if self.goal is not None and self.primary != self.goal.fidelity:
+            object.__setattr__(self, "primary", self.goal.fidelity)
 
 
 @dataclass(frozen=True)
@@ -182,26 +201,100 @@ def where(judged: Judged, among: list[Setting], names: dict[str, str]) -> str:
     return f"mean over {len(judged.settings)} settings; worst {short_label(worst, among, names)} ({mean:.4g})"
 
 
+def set_values(store, run: str, metric: str, prompt_role: str | None = None) -> dict[tuple[str, Setting], dict]:
+    """{(checkpoint sha, setting): {prompt_id: value}} of a per-prompt set-level metric (diversity)."""
+    rows = store.db.execute(
+        "SELECT s.checkpoint, s.setting, s.prompt_id, s.value FROM set_scores s WHERE s.run = ? AND s.metric = ? "
+        "AND s.value IS NOT NULL AND s.prompt_id <> '' AND (? IS NULL OR s.prompt_id IN (SELECT g.prompt_id FROM "
+        "grid_cells g JOIN prompts p ON p.suite_hash = g.suite_hash AND p.prompt_id = g.prompt_id WHERE g.run = ? "
+        "AND p.role = ?))", [run, metric, prompt_role, run, prompt_role]).fetchall()
+    out: dict[tuple[str, Setting], dict] = defaultdict(dict)
+    for sha, key, prompt_id, value in rows:
+        out[(sha, Setting.from_key(key))][prompt_id] = float(value)
+    return dict(out)
+
+
+def _goal_evidence(store, run: str, goal: Goal, judged: dict[str, Judged]) -> dict[str, GoalEvidence]:
+    """Each judged candidate's and the base's means, at the candidate's judged settings, of what the goal's
+    flags read: fidelity and the pollution metric on target and holdout prompts, diversity on holdout ones."""
+    bases = [sha for sha, info in run_checkpoints(store, run).items() if info.role == "base"]
+    wanted = {(goal.fidelity, "target"), (goal.leak, "target"), (goal.leak, "holdout")}
+    values = {key: metric_values(store, run, *key) for key in wanted}
+    values[(goal.diversity, "holdout")] = set_values(store, run, goal.diversity, "holdout")
+    out = {}
+    for sha, j in judged.items():
+        means, base = {}, {}
+        for key, by in values.items():
+            mine = mean_at(by, sha, j.settings)
+            theirs = next((m for b in bases if (m := mean_at(by, b, j.settings)) is not None), None)
+            if mine is not None:
+                means[key] = mine
+            if theirs is not None:
+                base[key] = theirs
+        out[sha] = GoalEvidence(means, base)
+    return out
+
+
+def _candidate_flags(store, run: str, config: AnalysisConfig, judged: dict[str, Judged]) -> dict[str, tuple]:
+    """Each judged candidate's flags: memorised and overcooked, and with a goal its constraints' flags."""
+    flag_values = {metric: metric_values(store, run, metric) for metric in FLAG_METRICS}
+    flags = {sha: _flags(flag_values, sha, j.settings, config.flags) for sha, j in judged.items()}
+    if config.goal is None:
+        return flags
+    evidence = _goal_evidence(store, run, config.goal, judged)
+    gains = [g for sha, e in evidence.items() if not flags[sha]
+             and (g := e.gain(config.goal.fidelity, "target")) is not None]
+    best_gain = max(gains, default=None)
+    return {sha: flags[sha] + goal_flags(evidence[sha], config.goal, best_gain, config.flags) for sha in judged}
+
+
+def _judged_scores(values: dict, sha: str, j: Judged) -> dict:
+    """`metric_values`-shaped `values` of one checkpoint keyed as its judgement is (see `stats.judge`)."""
+    if j.setting is not None:
+        return values.get((sha, j.setting), {})
+    return {(prompt, (seed, s.key)): v for s in j.settings for (prompt, seed), v in values.get((sha, s), {}).items()}
+
+
 def judged_candidates(store, run: str, config: AnalysisConfig) -> tuple[dict[str, Judged], list[Candidate]]:
-    """Each candidate's judged scores under the config's policy, and the candidates for `recommend`."""
+    """Each candidate's judged scores under the config's policy, and the candidates for `recommend` (with a goal
+    that has a prompt-following metric, its scores at the same settings in `other_objectives`)."""
     higher = scorer_registry()[config.primary].higher_is_better
     checkpoints = run_checkpoints(store, run)
     names = checkpoint_names(store.db)
     per_checkpoint = candidate_values(store, run, config)
     judged = judge_checkpoints(config.judge, per_checkpoint, higher, names)
     among = sorted({s for by in per_checkpoint.values() for s in by}, key=Setting.sort_key)
-    flag_values = {metric: metric_values(store, run, metric) for metric in FLAG_METRICS}
+    flags = _candidate_flags(store, run, config, judged)
+    following = config.goal.following if config.goal else None
+    follow_values = metric_values(store, run, following, config.prompt_role) if following else {}
     candidates = []
     for sha, j in judged.items():
         info = checkpoints[sha]
-        candidates.append(Candidate(info.file_name, info.epoch, info.ema, j.setting, j.scores,
-                                    _flags(flag_values, sha, j.settings, config.flags), where(j, among, names)))
+        other_objectives = {FOLLOWING: _judged_scores(follow_values, sha, j)} if following else {}
+        if following and not other_objectives[FOLLOWING]:
+            from ..errors import InputError
+
+            raise InputError(f"run {run!r}: {info.file_name} has no {following} scores at the setting it is judged "
+                             f"at; the {config.goal.name} goal needs them (score {following})")
+        candidates.append(Candidate(info.file_name, info.epoch, info.ema, j.setting, j.scores, flags[sha],
+                                    where(j, among, names), other_objectives))
     return judged, candidates
 
 
+FIDELITY, FOLLOWING = "fidelity", "prompt following"
+
+
+def goal_objectives(goal: Goal) -> tuple[Objective, ...]:
+    """The goal's objectives, fidelity first."""
+    registry = scorer_registry()
+    metrics = [(FIDELITY, goal.fidelity)] + ([(FOLLOWING, goal.following)] if goal.following else [])
+    return tuple(Objective(label, metric, registry[metric].higher_is_better) for label, metric in metrics)
+
+
 def run_recommendation(store, run: str, config: AnalysisConfig = AnalysisConfig()) -> Recommendation:
-    """The earliest candidate not significantly worse than the best on the primary metric, each judged at the
-    setting the config's policy gives it."""
+    """The earliest candidate not significantly worse than the best on the primary metric (with a goal: on its
+    fidelity and prompt following together, `stats.joint`), each judged at the setting the config's policy
+    gives it."""
     higher = scorer_registry()[config.primary].higher_is_better
     _, candidates = judged_candidates(store, run, config)
     if not candidates:
@@ -209,4 +302,6 @@ def run_recommendation(store, run: str, config: AnalysisConfig = AnalysisConfig(
 
         raise InputError(f"run {run!r}: no candidate has {config.primary} scores at the setting "
                          f"--judge {config.judge.text} names")
+    if config.goal is not None:
+        return recommend_jointly(candidates, goal_objectives(config.goal), config.bootstrap)
     return recommend(candidates, higher, config.bootstrap)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..setting import Setting
 from .bootstrap import BootstrapConfig, Estimate, estimate_scores
@@ -44,6 +44,8 @@ class Candidate:
     scores: Mapping[tuple[Hashable, Hashable], float]
     flags: tuple[Flag, ...] = ()
     where: str = ""
+    # the scores of a goal's further objectives at the same setting, by objective label (see `stats.joint`)
+    other_objectives: Mapping[str, Mapping[tuple[Hashable, Hashable], float]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.epoch is not None and (isinstance(self.epoch, bool) or not isinstance(self.epoch, int)):
@@ -74,6 +76,7 @@ class Verdict:
     difference: Estimate | None
     reason: str
     flags: tuple[Flag, ...] = ()  # what excluded it (status "excluded")
+    criteria: tuple = ()  # per objective of a goal, its `stats.joint.Criterion` (empty for one primary metric)
 
 
 @dataclass(frozen=True)

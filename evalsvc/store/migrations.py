@@ -348,4 +348,10 @@ MIGRATIONS: tuple[tuple[str, object], ...] = (
         """,
     ),
     ("0014_job_progress", _job_progress_0014),
+    (
+        "0015_suite_goal",
+        """
+        ALTER TABLE suites ADD COLUMN IF NOT EXISTS goal TEXT;
+        """,
+    ),
 )

@@ -86,6 +86,7 @@ class Suite:
     source: str = ""
     description: str = ""
     notes: tuple[str, ...] = ()  # what loading left out or guessed, for the user; not part of the content
+    goal: str = ""  # what the LoRA it tests is for (`evalsvc.goals`: concept, character, style); "" says nothing
 
     def __post_init__(self):
         where = self.source or self.name
@@ -94,6 +95,10 @@ class Suite:
             raise SuiteError(f"{where}: suite name must be a non-empty one-line string, got {self.name!r}")
         if not isinstance(self.description, str):
             raise SuiteError(f"{where}: description must be a string, got {self.description!r}")
+        from evalsvc.goals import GOALS
+
+        if self.goal and self.goal not in GOALS:
+            raise SuiteError(f"{where}: goal must be one of {', '.join(GOALS)}, got {self.goal!r}")
         object.__setattr__(self, "prompts", tuple(self.prompts))
         if not self.prompts:
             raise SuiteError(f"{where}: suite has no prompts")
@@ -107,8 +112,11 @@ class Suite:
 
     @property
     def content_hash(self) -> str:
-        """sha256 (hex) of the name and every prompt field; the source and description do not count."""
+        """sha256 (hex) of the name, the goal (when given) and every prompt field; the source and description do
+        not count."""
         content = {"name": self.name, "prompts": [dataclasses.asdict(p) for p in self.prompts]}
+        if self.goal:
+            content["goal"] = self.goal
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 

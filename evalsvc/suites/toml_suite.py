@@ -8,7 +8,7 @@ from pathlib import Path
 from evalsvc.errors import SuiteError
 from evalsvc.suites.model import PromptSpec, Suite, array_lines, entry_where, make_prompt, read_toml
 
-TOP_KEYS = ("name", "description", "prompts")
+TOP_KEYS = ("name", "description", "goal", "prompts")
 PROMPT_KEYS = tuple(f.name for f in dataclasses.fields(PromptSpec))
 _STRIPPED = ("text", "negative")
 
@@ -39,6 +39,7 @@ def suite_from_toml(data: dict, path: Path, text: str = "") -> Suite:
         prompts=tuple(prompts),
         source=str(path),
         description=data.get("description", ""),
+        goal=data.get("goal", ""),
     )
 
 
