@@ -44,7 +44,8 @@ def test_other_training_images_recompute_the_values_that_depend_on_them(short_de
         shutil.copy(image, fewer / image.name)
     assert main(["score", "--store", str(root), "--run", "purple", "--no-progress", "--reference", str(fewer)]) == 0
     out = capsys.readouterr().out
-    assert f"clip_t 0, clip_i {len(before)}, nearest_train {len(before)}" in out  # clip_t needs no training images
+    n = len(before)  # clip_t needs no training images; clip_i, identity and nearest_train read them
+    assert f"clip_t 0, clip_i {n}, identity {n}, nearest_train {n}" in out
     after = _values(root, "clip_i")
     assert after.keys() == before.keys() and after != before
     assert _values(root, "clip_t") == clip_t
